@@ -1,0 +1,271 @@
+//! The node handle: identity, registry, and location-transparent `ask`/`tell`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use abi_protocol::{ActorPath, NodeId, PathError, Request, codec};
+use futures::future::BoxFuture;
+use parking_lot::RwLock;
+use tokio::sync::oneshot;
+
+use crate::events::EventLog;
+use crate::registry::Registry;
+use crate::supervisor::{RootHandle, SupervisorRef, SupervisorSpec};
+use crate::{AskError, Call, Remote, ReplyTo, StartError};
+
+/// Cheap-clone handle to the local node, given to every actor.
+///
+/// `ask` and `tell` take an [`ActorPath`]: a path on this node goes straight
+/// into the actor's mailbox (no serialisation); any other node goes through
+/// the [`Remote`] installed by the transport. Callers never know which.
+#[derive(Clone)]
+pub struct Node {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    id: NodeId,
+    incarnation: u64,
+    registry: Registry,
+    remote: OnceLock<Arc<dyn Remote>>,
+    supervisors: RwLock<HashMap<String, SupervisorRef>>,
+    health_checks: RwLock<Vec<ActorPath>>,
+    events: EventLog,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("id", &self.inner.id)
+            .field("incarnation", &self.inner.incarnation)
+            .finish()
+    }
+}
+
+impl Node {
+    /// A node with the given identity and incarnation (its current life).
+    pub fn new(id: NodeId, incarnation: u64) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                id,
+                incarnation,
+                registry: Registry::default(),
+                remote: OnceLock::new(),
+                supervisors: RwLock::new(HashMap::new()),
+                health_checks: RwLock::new(Vec::new()),
+                events: EventLog::new(1024),
+            }),
+        }
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> &NodeId {
+        &self.inner.id
+    }
+
+    /// This node's incarnation.
+    pub fn incarnation(&self) -> u64 {
+        self.inner.incarnation
+    }
+
+    /// The path of a local actor, e.g. `node.path("vector/docs")`.
+    pub fn path(&self, name: &str) -> Result<ActorPath, PathError> {
+        ActorPath::new(self.inner.id.clone(), self.inner.incarnation, name)
+    }
+
+    /// The path of this node's root supervisor.
+    pub fn root_path(&self) -> ActorPath {
+        ActorPath::root(self.inner.id.clone(), self.inner.incarnation)
+    }
+
+    /// The local registry.
+    pub fn registry(&self) -> &Registry {
+        &self.inner.registry
+    }
+
+    /// The supervision event log.
+    pub fn events(&self) -> &EventLog {
+        &self.inner.events
+    }
+
+    /// Installs the transport used for other nodes' paths. Only the first call wins.
+    pub fn set_remote(&self, remote: Arc<dyn Remote>) -> bool {
+        self.inner.remote.set(remote).is_ok()
+    }
+
+    /// Starts the root supervisor of this node with `spec`.
+    pub async fn start_root(&self, spec: SupervisorSpec) -> Result<RootHandle, StartError> {
+        crate::supervisor::start_root(self.clone(), spec).await
+    }
+
+    /// A local supervisor by path (for dynamic children: `start_child`, `terminate_child`).
+    pub fn supervisor(&self, path: &ActorPath) -> Option<SupervisorRef> {
+        if path.node != self.inner.id {
+            return None;
+        }
+        self.inner.supervisors.read().get(&path.name).cloned()
+    }
+
+    pub(crate) fn add_supervisor(&self, sup: SupervisorRef) {
+        self.inner
+            .supervisors
+            .write()
+            .insert(sup.path().name.clone(), sup);
+    }
+
+    pub(crate) fn remove_supervisor(&self, name: &str, id: ractor::ActorId) {
+        let mut sups = self.inner.supervisors.write();
+        if sups.get(name).is_some_and(|s| s.id() == id) {
+            sups.remove(name);
+        }
+    }
+
+    /// Declares that `/ready` must ask `path` for a [`abi_protocol::health::Check`].
+    pub fn register_health_check(&self, path: ActorPath) {
+        let mut checks = self.inner.health_checks.write();
+        if !checks.contains(&path) {
+            checks.push(path);
+        }
+    }
+
+    /// Paths that take part in readiness.
+    pub fn health_checks(&self) -> Vec<ActorPath> {
+        self.inner.health_checks.read().clone()
+    }
+
+    fn check_incarnation(&self, to: &ActorPath) -> Result<(), AskError> {
+        if to.incarnation != 0 && to.incarnation != self.inner.incarnation {
+            return Err(AskError::StaleIncarnation {
+                path: to.to_string(),
+                wanted: to.incarnation,
+                current: self.inner.incarnation,
+            });
+        }
+        Ok(())
+    }
+
+    fn remote(&self, to: &ActorPath) -> Result<&Arc<dyn Remote>, AskError> {
+        self.inner
+            .remote
+            .get()
+            .ok_or_else(|| AskError::PeerUnreachable {
+                node: to.node.to_string(),
+                reason: "no transport configured on this node".into(),
+            })
+    }
+
+    /// Sends `req` to the actor at `to` and waits at most `timeout` for its reply.
+    ///
+    /// # Errors
+    /// [`AskError::Timeout`] when no reply came in time (the request may still
+    /// run), `NoSuchActor`, `ActorStopped` (also when the actor died while
+    /// handling it), `PeerUnreachable`, `StaleIncarnation`, `Unsupported`.
+    pub async fn ask<R: Request>(
+        &self,
+        to: &ActorPath,
+        req: R,
+        timeout: Duration,
+    ) -> Result<R::Reply, AskError> {
+        let deadline = Instant::now() + timeout;
+        if to.node != self.inner.id {
+            let remote = self.remote(to)?.clone();
+            let payload =
+                codec::encode(R::TYPE, &req).map_err(|e| AskError::Codec(e.to_string()))?;
+            let bytes = remote
+                .ask_raw(to.clone(), R::TYPE, payload, deadline)
+                .await?;
+            return codec::decode(R::TYPE, &bytes).map_err(|e| AskError::Codec(e.to_string()));
+        }
+        self.check_incarnation(to)?;
+        let mailbox = self
+            .inner
+            .registry
+            .get(&to.name)
+            .ok_or_else(|| AskError::NoSuchActor(to.to_string()))?;
+        let route = mailbox.local::<R>().ok_or_else(|| AskError::Unsupported {
+            path: to.to_string(),
+            type_name: R::TYPE.to_string(),
+        })?;
+        let (tx, rx) = oneshot::channel();
+        route(Call::new(req, ReplyTo::new(Some(tx), deadline)))
+            .map_err(|()| AskError::ActorStopped(to.to_string()))?;
+        drop(mailbox);
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(reply)) => Ok(reply),
+            Ok(Err(_)) => Err(AskError::ActorStopped(to.to_string())),
+            Err(_) => Err(AskError::Timeout {
+                path: to.to_string(),
+                timeout_ms: timeout.as_millis() as u64,
+            }),
+        }
+    }
+
+    /// Sends `msg` to the actor at `to` without waiting for an answer.
+    pub fn tell<R: Request>(&self, to: &ActorPath, msg: R) -> Result<(), AskError> {
+        if to.node != self.inner.id {
+            let payload =
+                codec::encode(R::TYPE, &msg).map_err(|e| AskError::Codec(e.to_string()))?;
+            return self.remote(to)?.tell_raw(to.clone(), R::TYPE, payload);
+        }
+        self.check_incarnation(to)?;
+        let mailbox = self
+            .inner
+            .registry
+            .get(&to.name)
+            .ok_or_else(|| AskError::NoSuchActor(to.to_string()))?;
+        let route = mailbox.local::<R>().ok_or_else(|| AskError::Unsupported {
+            path: to.to_string(),
+            type_name: R::TYPE.to_string(),
+        })?;
+        // `tell` has no deadline; a far one keeps `Call::deadline` meaningful.
+        let deadline = Instant::now() + Duration::from_secs(3600);
+        route(Call::new(msg, ReplyTo::new(None, deadline)))
+            .map_err(|()| AskError::ActorStopped(to.to_string()))
+    }
+
+    /// Delivers an encoded message that arrived from another node to a local
+    /// actor; resolves to the encoded reply (empty when `want_reply` is false).
+    pub fn deliver_raw(
+        &self,
+        to: &ActorPath,
+        type_name: &str,
+        payload: &[u8],
+        deadline: Instant,
+        want_reply: bool,
+    ) -> BoxFuture<'static, Result<Vec<u8>, AskError>> {
+        let started = (|| {
+            if to.node != self.inner.id {
+                return Err(AskError::NoSuchActor(to.to_string()));
+            }
+            self.check_incarnation(to)?;
+            let mailbox = self
+                .inner
+                .registry
+                .get(&to.name)
+                .ok_or_else(|| AskError::NoSuchActor(to.to_string()))?;
+            let route = mailbox
+                .wire(type_name)
+                .ok_or_else(|| AskError::Unsupported {
+                    path: to.to_string(),
+                    type_name: type_name.to_string(),
+                })?;
+            route(payload, deadline, want_reply)
+        })();
+        let path = to.to_string();
+        let timeout_ms = deadline
+            .saturating_duration_since(Instant::now())
+            .as_millis() as u64;
+        match started {
+            Ok(fut) => Box::pin(async move {
+                fut.await.map_err(|e| match e {
+                    // The wire route only knows the actor id; name the path.
+                    AskError::ActorStopped(_) => AskError::ActorStopped(path),
+                    AskError::Timeout { .. } => AskError::Timeout { path, timeout_ms },
+                    other => other,
+                })
+            }),
+            Err(e) => Box::pin(async move { Err(e) }),
+        }
+    }
+}

@@ -1,0 +1,192 @@
+//! Which local actor answers at which path, and for which message types.
+//!
+//! An entry keeps two route tables built once at registration: a typed one
+//! for local callers (no serialisation, no boxing per message) and a wire one,
+//! keyed by `Request::TYPE`, that decodes postcard payloads from a transport.
+
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use abi_protocol::{Request, codec};
+use futures::future::BoxFuture;
+use parking_lot::RwLock;
+use ractor::{ActorCell, ActorId, ActorRef, Message};
+use tokio::sync::oneshot;
+
+use crate::{AskError, Call, ReplyTo};
+
+/// Sends a typed call into the actor's mailbox; hands the call back if the mailbox is closed.
+pub(crate) type LocalRoute<R> = Box<dyn Fn(Call<R>) -> Result<(), ()> + Send + Sync>;
+
+/// Decodes a wire payload, delivers it, and resolves to the encoded reply.
+type WireRoute = Box<
+    dyn Fn(&[u8], Instant, bool) -> Result<BoxFuture<'static, Result<Vec<u8>, AskError>>, AskError>
+        + Send
+        + Sync,
+>;
+
+/// A registered actor's mailbox with its route tables.
+pub(crate) struct Mailbox {
+    pub(crate) actor: ActorId,
+    local: HashMap<TypeId, Box<dyn Any + Send + Sync>>,
+    wire: HashMap<&'static str, WireRoute>,
+}
+
+impl Mailbox {
+    pub(crate) fn local<R: Request>(&self) -> Option<&LocalRoute<R>> {
+        self.local
+            .get(&TypeId::of::<R>())
+            .and_then(|r| r.downcast_ref::<LocalRoute<R>>())
+    }
+
+    pub(crate) fn wire(&self, type_name: &str) -> Option<&WireRoute> {
+        self.wire.get(type_name)
+    }
+}
+
+/// What a child's start function returns: the started actor and, when it is
+/// addressable, the request types it serves.
+pub struct Started {
+    pub(crate) cell: ActorCell,
+    pub(crate) mailbox: Option<Mailbox>,
+    pub(crate) supervisor: Option<crate::SupervisorRef>,
+}
+
+impl std::fmt::Debug for Started {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Started")
+            .field("actor", &self.cell.get_id())
+            .finish()
+    }
+}
+
+/// Builder returned by [`Started::new`]: declare each served request with [`Serving::serves`].
+pub struct Serving<M: Message> {
+    actor: ActorRef<M>,
+    mailbox: Mailbox,
+}
+
+impl Started {
+    /// An actor to supervise; chain `.serves::<R>()` to make it addressable by its path.
+    #[allow(clippy::new_ret_no_self)]
+    pub fn new<M: Message>(actor: ActorRef<M>) -> Serving<M> {
+        let id = actor.get_id();
+        Serving {
+            actor,
+            mailbox: Mailbox {
+                actor: id,
+                local: HashMap::new(),
+                wire: HashMap::new(),
+            },
+        }
+    }
+
+    /// An actor that is supervised but not addressable.
+    pub fn unaddressed(cell: ActorCell) -> Self {
+        Self {
+            cell,
+            mailbox: None,
+            supervisor: None,
+        }
+    }
+}
+
+impl<M: Message> Serving<M> {
+    /// Routes requests of type `R` to this actor.
+    pub fn serves<R: Request>(mut self) -> Self
+    where
+        M: From<Call<R>>,
+    {
+        let local_actor = self.actor.clone();
+        let local: LocalRoute<R> =
+            Box::new(move |call: Call<R>| local_actor.send_message(M::from(call)).map_err(|_| ()));
+        self.mailbox.local.insert(
+            TypeId::of::<R>(),
+            Box::new(local) as Box<dyn Any + Send + Sync>,
+        );
+
+        let wire_actor = self.actor.clone();
+        let wire: WireRoute = Box::new(move |bytes: &[u8], deadline: Instant, want_reply: bool| {
+            let req: R =
+                codec::decode(R::TYPE, bytes).map_err(|e| AskError::Codec(e.to_string()))?;
+            let path_hint = wire_actor.get_id().to_string();
+            if !want_reply {
+                wire_actor
+                    .send_message(M::from(Call::new(req, ReplyTo::new(None, deadline))))
+                    .map_err(|_| AskError::ActorStopped(path_hint.clone()))?;
+                return Ok(Box::pin(async { Ok(Vec::new()) }) as BoxFuture<'static, _>);
+            }
+            let (tx, rx) = oneshot::channel::<R::Reply>();
+            wire_actor
+                .send_message(M::from(Call::new(req, ReplyTo::new(Some(tx), deadline))))
+                .map_err(|_| AskError::ActorStopped(path_hint.clone()))?;
+            Ok(Box::pin(async move {
+                let reply = match tokio::time::timeout_at(deadline.into(), rx).await {
+                    Ok(Ok(r)) => r,
+                    Ok(Err(_)) => return Err(AskError::ActorStopped(path_hint)),
+                    Err(_) => {
+                        return Err(AskError::Timeout {
+                            path: path_hint,
+                            timeout_ms: 0,
+                        });
+                    }
+                };
+                codec::encode(R::TYPE, &reply).map_err(|e| AskError::Codec(e.to_string()))
+            }) as BoxFuture<'static, _>)
+        });
+        self.mailbox.wire.insert(R::TYPE, wire);
+        self
+    }
+}
+
+impl<M: Message> From<Serving<M>> for Started {
+    fn from(s: Serving<M>) -> Self {
+        Started {
+            cell: s.actor.get_cell(),
+            mailbox: Some(s.mailbox),
+            supervisor: None,
+        }
+    }
+}
+
+/// The local name -> mailbox table. Names are the path below the node (`vector/docs`).
+#[derive(Default)]
+pub struct Registry {
+    entries: RwLock<HashMap<String, Arc<Mailbox>>>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry")
+            .field("entries", &self.entries.read().len())
+            .finish()
+    }
+}
+
+impl Registry {
+    pub(crate) fn insert(&self, name: String, mailbox: Mailbox) {
+        self.entries.write().insert(name, Arc::new(mailbox));
+    }
+
+    /// Removes `name` only if it still belongs to `actor` (a restarted
+    /// successor may already have registered under the same name).
+    pub(crate) fn remove_if(&self, name: &str, actor: ActorId) {
+        let mut entries = self.entries.write();
+        if entries.get(name).is_some_and(|m| m.actor == actor) {
+            entries.remove(name);
+        }
+    }
+
+    pub(crate) fn get(&self, name: &str) -> Option<Arc<Mailbox>> {
+        self.entries.read().get(name).cloned()
+    }
+
+    /// Registered names, sorted.
+    pub fn names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.entries.read().keys().cloned().collect();
+        v.sort();
+        v
+    }
+}
