@@ -611,7 +611,10 @@ impl Actor for Supervisor {
         state: &mut State,
     ) -> Result<(), ActorProcessingErr> {
         let (cell, exit) = match event {
-            SupervisionEvent::ActorTerminated(cell, _, reason) => {
+            SupervisionEvent::ActorTerminated(cell, last_state, reason) => {
+                // Release the child's resources (sockets, files) before any
+                // restart tries to acquire them again.
+                drop(last_state);
                 let exit = match reason.as_deref() {
                     Some("killed") => Exit::Abnormal("killed".into()),
                     _ => Exit::Normal,

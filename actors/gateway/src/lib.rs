@@ -1,0 +1,31 @@
+//! The HTTP gateway: an actix-web server owned by a supervised ractor actor.
+//!
+//! Handlers only parse, validate and forward to actors with
+//! [`Node::ask`](abi_runtime::Node::ask); no model or index work runs on
+//! actix's worker threads. Every error answers with the JSON body
+//! `{"error":{"code":..,"message":..}}`.
+//!
+//! # Layout
+//! - [`actor`]: the gateway actor (binds, serves, stops with its supervisor).
+//! - [`error`]: [`ApiError`], the mapping from failures to HTTP statuses.
+//! - [`routes`]: one module per API family.
+
+pub mod actor;
+pub mod error;
+pub mod routes;
+
+use std::time::Duration;
+
+use abi_runtime::Node;
+
+pub use actor::{GatewayActor, GatewayConfig, child_spec};
+pub use error::ApiError;
+
+/// What every handler can reach: the node and the request deadline.
+#[derive(Debug, Clone)]
+pub struct GatewayState {
+    /// The local node, for `ask`/`tell` by path.
+    pub node: Node,
+    /// Deadline for a request forwarded to an actor.
+    pub request_timeout: Duration,
+}

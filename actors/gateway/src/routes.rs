@@ -1,0 +1,17 @@
+//! HTTP routes, one module per API family.
+
+pub mod cluster;
+
+use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
+
+use crate::ApiError;
+
+/// Registers every route.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cluster::configure(cfg);
+}
+
+/// JSON 404 for unknown routes.
+pub async fn not_found(req: HttpRequest) -> HttpResponse {
+    ApiError::not_found(format!("no route for {} {}", req.method(), req.path())).error_response()
+}

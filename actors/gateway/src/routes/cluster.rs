@@ -1,0 +1,241 @@
+//! Node health, readiness and the live supervision tree.
+
+use std::time::Duration;
+
+use abi_protocol::ActorPath;
+use abi_protocol::health::Check;
+use abi_protocol::supervision::{
+    ActorTree, ChildState, CommandError, GetTree, KillChild, RestartChild,
+};
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, web};
+use serde::Serialize;
+
+use crate::{ApiError, GatewayState};
+
+/// Registers the cluster routes.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/health", web::get().to(health))
+        .route("/ready", web::get().to(ready))
+        .route("/v1/cluster/actors", web::get().to(actors))
+        .route("/v1/cluster/events", web::get().to(events))
+        .route(
+            "/v1/cluster/actors/{path:.*}/restart",
+            web::post().to(restart),
+        )
+        .route("/v1/cluster/actors/{path:.*}/kill", web::post().to(kill));
+}
+
+#[derive(Serialize)]
+struct Health<'a> {
+    status: &'static str,
+    node: &'a str,
+    incarnation: u64,
+    version: &'static str,
+}
+
+/// Liveness: the gateway answers.
+async fn health(state: web::Data<GatewayState>) -> HttpResponse {
+    HttpResponse::Ok().json(Health {
+        status: "ok",
+        node: state.node.id().as_str(),
+        incarnation: state.node.incarnation(),
+        version: env!("CARGO_PKG_VERSION"),
+    })
+}
+
+#[derive(Serialize)]
+struct CheckResult {
+    path: String,
+    ready: bool,
+    detail: String,
+}
+
+#[derive(Serialize)]
+struct Readiness {
+    ready: bool,
+    /// Permanent actors that are not running.
+    not_running: Vec<String>,
+    /// Readiness probes run by subsystems (real work, not pings).
+    checks: Vec<CheckResult>,
+}
+
+fn not_running(tree: &ActorTree, out: &mut Vec<String>) {
+    if tree.restart != "temporary" && tree.state != ChildState::Running {
+        let transient_done = tree.restart == "transient" && tree.state == ChildState::Stopped;
+        if !transient_done {
+            out.push(format!("{} ({:?})", tree.path, tree.state).to_lowercase());
+        }
+    }
+    for c in &tree.children {
+        not_running(c, out);
+    }
+}
+
+/// Readiness: every required actor is running and every subsystem probe passes.
+async fn ready(state: web::Data<GatewayState>) -> Result<HttpResponse, ApiError> {
+    let node = &state.node;
+    let tree = node
+        .ask(&node.root_path(), GetTree, Duration::from_secs(2))
+        .await?;
+    let mut missing = Vec::new();
+    not_running(&tree, &mut missing);
+    let probes = node.health_checks().into_iter().map(|path| async move {
+        match node.ask(&path, Check, Duration::from_secs(5)).await {
+            Ok(r) => CheckResult {
+                path: path.to_string(),
+                ready: r.ready,
+                detail: r.detail,
+            },
+            Err(e) => CheckResult {
+                path: path.to_string(),
+                ready: false,
+                detail: e.to_string(),
+            },
+        }
+    });
+    let checks = futures::future::join_all(probes).await;
+    let ready = missing.is_empty() && checks.iter().all(|c| c.ready);
+    let body = Readiness {
+        ready,
+        not_running: missing,
+        checks,
+    };
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    Ok(HttpResponse::build(status).json(body))
+}
+
+/// The live supervision tree of this node.
+async fn actors(state: web::Data<GatewayState>) -> Result<HttpResponse, ApiError> {
+    let node = &state.node;
+    let tree = node
+        .ask(&node.root_path(), GetTree, Duration::from_secs(2))
+        .await?;
+    Ok(HttpResponse::Ok().json(tree))
+}
+
+/// Recent supervision events (restarts, failures, escalations).
+async fn events(state: web::Data<GatewayState>) -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({
+        "total": state.node.events().total(),
+        "events": state.node.events().snapshot(),
+    }))
+}
+
+fn parent_and_leaf(raw: &str) -> Result<(ActorPath, String), ApiError> {
+    let path: ActorPath = raw
+        .parse()
+        .map_err(|e| ApiError::bad_request(format!("bad actor path {raw:?}: {e}")))?;
+    let parent = path.parent().ok_or_else(|| {
+        ApiError::bad_request(
+            "the root supervisor cannot be restarted or killed; stop the node instead",
+        )
+    })?;
+    Ok((parent, path.leaf().to_string()))
+}
+
+fn command_result(
+    raw: &str,
+    r: Result<(), CommandError>,
+    action: &str,
+) -> Result<HttpResponse, ApiError> {
+    match r {
+        Ok(()) => Ok(HttpResponse::Ok().json(serde_json::json!({ "path": raw, action: true }))),
+        Err(CommandError::NoSuchChild(n)) => Err(ApiError::not_found(format!(
+            "no actor {raw:?} (no child {n:?})"
+        ))),
+        Err(e @ CommandError::StartFailed(_)) => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "restart_failed",
+            e.to_string(),
+        )),
+        Err(e @ CommandError::ShuttingDown) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            e.to_string(),
+        )),
+    }
+}
+
+/// True when `target` is this gateway or one of its ancestors: a synchronous
+/// answer would wait on our own shutdown, so such commands are accepted (202)
+/// and carried out after the answer.
+fn hits_self(state: &GatewayState, target: &ActorPath) -> bool {
+    let node = &state.node;
+    if target.node != *node.id() {
+        return false;
+    }
+    let me = abi_protocol::paths::GATEWAY;
+    target.name.is_empty() || me == target.name || me.starts_with(&format!("{}/", target.name))
+}
+
+/// Restarts an actor through its supervisor (graceful stop, start again).
+async fn restart(
+    state: web::Data<GatewayState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let raw = path.into_inner();
+    let (parent, name) = parent_and_leaf(&raw)?;
+    if hits_self(
+        &state,
+        &parent
+            .child(&name)
+            .map_err(|e| ApiError::bad_request(e.to_string()))?,
+    ) {
+        state.node.tell(&parent, RestartChild { name })?;
+        return Ok(
+            HttpResponse::Accepted().json(serde_json::json!({ "path": raw, "restarting": true }))
+        );
+    }
+    let r = state
+        .node
+        .ask(&parent, RestartChild { name }, state.request_timeout)
+        .await
+        .map_err(|e| match e {
+            abi_runtime::AskError::Unsupported { .. } | abi_runtime::AskError::NoSuchActor(_) => {
+                ApiError::not_found(format!("no supervised actor at {raw:?}"))
+            }
+            other => other.into(),
+        })?;
+    command_result(&raw, r, "restarted")
+}
+
+/// Kills an actor abruptly, as a crash would (fault injection for operators and tests).
+async fn kill(
+    state: web::Data<GatewayState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let raw = path.into_inner();
+    let (parent, name) = parent_and_leaf(&raw)?;
+    if hits_self(
+        &state,
+        &parent
+            .child(&name)
+            .map_err(|e| ApiError::bad_request(e.to_string()))?,
+    ) {
+        // Give the answer a moment to leave before this gateway dies.
+        let node = state.node.clone();
+        actix_web::rt::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let _ = node.tell(&parent, KillChild { name });
+        });
+        return Ok(
+            HttpResponse::Accepted().json(serde_json::json!({ "path": raw, "killing": true }))
+        );
+    }
+    let r = state
+        .node
+        .ask(&parent, KillChild { name }, state.request_timeout)
+        .await
+        .map_err(|e| match e {
+            abi_runtime::AskError::Unsupported { .. } | abi_runtime::AskError::NoSuchActor(_) => {
+                ApiError::not_found(format!("no supervised actor at {raw:?}"))
+            }
+            other => other.into(),
+        })?;
+    command_result(&raw, r, "killed")
+}

@@ -1,0 +1,68 @@
+//! Command-line interface.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// abi: a distributed actor runtime for AI workloads.
+#[derive(Debug, Parser)]
+#[command(name = "abi-node", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a node (the embedded single-node default when no --config is given).
+    Run(Box<RunArgs>),
+    /// Validate a topology file and report every error with file:line:column.
+    Check {
+        /// The topology file.
+        file: PathBuf,
+    },
+    /// Write a starter `abi.toml` into DIR (default: the current directory).
+    Init {
+        /// Target directory.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// Overwrite an existing abi.toml.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Print the version.
+    Version,
+}
+
+/// Flags of `abi-node run`. Flags override the topology file.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Topology file (default: the embedded single-node topology).
+    #[arg(long, short = 'c', env = "ABI_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// This node's id (selects the entry of a [[nodes]] file, or renames [node]).
+    #[arg(long, env = "ABI_NODE_ID")]
+    pub node_id: Option<String>,
+    /// QUIC listen address.
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// HTTP gateway address.
+    #[arg(long)]
+    pub http: Option<SocketAddr>,
+    /// Data directory (WALs, snapshots, Raft state).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Log format (overrides telemetry.log_format).
+    #[arg(long, value_enum)]
+    pub log_format: Option<LogFormatArg>,
+    /// Seconds a graceful shutdown may take before the rest is killed.
+    #[arg(long, default_value_t = 4)]
+    pub shutdown_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormatArg {
+    Text,
+    Json,
+}

@@ -1,0 +1,125 @@
+//! `check` and `init`, and resolving which node of a topology this process is.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use abi_topology::{Loaded, NodeSpec, Topology};
+use anyhow::{Context, bail};
+
+use crate::cli::RunArgs;
+
+/// `abi-node check FILE`.
+pub fn check(file: &Path) -> ExitCode {
+    match abi_topology::load_file(file) {
+        Ok(l) => {
+            let t = &l.topology;
+            println!(
+                "{}: ok — cluster {:?}, {} node(s), {} inference pool(s), {} collection(s)",
+                file.display(),
+                t.cluster.name,
+                t.declared_nodes().len(),
+                t.inference.len(),
+                t.collections.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(diags) => {
+            eprintln!("{diags}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `abi-node init [DIR]`: writes the embedded default as a starting point.
+pub fn init(dir: &Path, force: bool) -> ExitCode {
+    let path = dir.join("abi.toml");
+    if path.exists() && !force {
+        eprintln!("{} exists; pass --force to overwrite", path.display());
+        return ExitCode::FAILURE;
+    }
+    let res = std::fs::create_dir_all(dir)
+        .and_then(|_| std::fs::write(&path, abi_topology::DEFAULT_TOPOLOGY));
+    match res {
+        Ok(()) => {
+            println!(
+                "wrote {}\nnext: abi-node check {0} && abi-node run --config {0}",
+                path.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("cannot write {}: {e}", path.display());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The topology plus the resolved identity of this process.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    pub topology: Topology,
+    pub me: NodeSpec,
+    /// Directory that relative model paths in the file are resolved from.
+    #[allow(dead_code)] // read by subsystems as they are wired in
+    pub base: PathBuf,
+}
+
+/// Loads the topology named by `--config` (or the default) and applies flags.
+pub fn resolve(args: &RunArgs) -> anyhow::Result<Resolved> {
+    let loaded: Loaded = match &args.config {
+        Some(p) => abi_topology::load_file(p).map_err(|d| anyhow::anyhow!("{d}"))?,
+        None => abi_topology::load_default().map_err(|d| anyhow::anyhow!("{d}"))?,
+    };
+    let base = loaded
+        .path
+        .as_deref()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let t = loaded.topology;
+    let mut me = if t.nodes.is_empty() {
+        let mut n = t
+            .node
+            .clone()
+            .unwrap_or_else(|| NodeSpec::with_id("node-a"));
+        if let Some(id) = &args.node_id {
+            n.id = id.clone();
+        }
+        n
+    } else {
+        let Some(id) = &args.node_id else {
+            bail!(
+                "this topology declares {} nodes ([[nodes]]): choose one with --node-id ({})",
+                t.nodes.len(),
+                t.nodes
+                    .iter()
+                    .map(|n| n.id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        };
+        t.nodes
+            .iter()
+            .find(|n| &n.id == id)
+            .cloned()
+            .with_context(|| format!("--node-id {id:?} is not declared in the topology"))?
+    };
+    if let Some(a) = args.listen {
+        me.listen = a;
+    }
+    if let Some(a) = args.http {
+        me.http = a;
+    }
+    // Relative data dirs are relative to the working directory (like etcd's);
+    // model paths in the file are relative to the file (see `base`).
+    if let Some(d) = &args.data_dir {
+        me.data_dir = d.clone();
+    }
+    abi_protocol::NodeId::new(me.id.clone())
+        .with_context(|| format!("invalid node id {:?}", me.id))?;
+    Ok(Resolved {
+        topology: t,
+        me,
+        base,
+    })
+}

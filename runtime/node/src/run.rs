@@ -1,0 +1,150 @@
+//! `abi-node run`: start the supervision tree, serve, shut down on a signal.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use abi_runtime::supervisor::RootExit;
+use abi_runtime::{Backoff, Node, Strategy, SupervisorSpec};
+use abi_topology::StrategyName;
+use anyhow::Context;
+
+use crate::cli::{LogFormatArg, RunArgs};
+use crate::config::{self, Resolved};
+
+pub fn main(args: RunArgs) -> ExitCode {
+    let resolved = match config::resolve(&args) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("{e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let json = match args.log_format {
+        Some(LogFormatArg::Json) => true,
+        Some(LogFormatArg::Text) => false,
+        None => resolved.topology.telemetry.log_format == abi_topology::LogFormat::Json,
+    };
+    crate::logging::init(json);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(
+        resolved,
+        Duration::from_secs(args.shutdown_timeout_secs),
+    )) {
+        Ok(code) => code,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "abi-node failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Each start of a node gets a higher incarnation, persisted in its data dir.
+fn next_incarnation(data_dir: &Path) -> anyhow::Result<u64> {
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
+    let path = data_dir.join("incarnation");
+    let prev = match std::fs::read_to_string(&path) {
+        Ok(s) => s
+            .trim()
+            .parse::<u64>()
+            .with_context(|| format!("corrupt {}", path.display()))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    let next = prev + 1;
+    let tmp = data_dir.join("incarnation.tmp");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&tmp)
+            .with_context(|| format!("cannot write {}", tmp.display()))?;
+        writeln!(f, "{next}")?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, &path)?;
+    Ok(next)
+}
+
+fn root_spec(r: &Resolved) -> SupervisorSpec {
+    let s = &r.topology.supervision;
+    let strategy = match s.strategy {
+        StrategyName::OneForOne => Strategy::OneForOne,
+        StrategyName::OneForAll => Strategy::OneForAll,
+        StrategyName::RestForOne => Strategy::RestForOne,
+    };
+    SupervisorSpec::new(strategy)
+        .intensity(s.max_restarts, Duration::from_secs(s.within_secs))
+        .backoff(Backoff {
+            initial: Duration::from_millis(s.backoff_initial_ms),
+            max: Duration::from_millis(s.backoff_max_ms),
+            jitter: s.backoff_jitter,
+            reset_after: Duration::from_secs(s.reset_after_secs),
+        })
+}
+
+fn children(r: &Resolved, mut spec: SupervisorSpec) -> SupervisorSpec {
+    let t = &r.topology;
+    let shutdown = Duration::from_millis(t.supervision.shutdown_timeout_ms);
+    let _ = shutdown;
+    if t.gateway.placement.matches(&r.me) {
+        let timeout = Duration::from_millis(t.gateway.request_timeout_ms);
+        spec = spec.child(abi_gateway::child_spec(
+            abi_gateway::GatewayConfig {
+                listen: r.me.http,
+                workers: t.gateway.workers,
+                max_body_bytes: t.gateway.max_body_bytes,
+                request_timeout: timeout,
+            },
+            timeout,
+        ));
+    }
+    spec
+}
+
+async fn serve(r: Resolved, shutdown_timeout: Duration) -> anyhow::Result<ExitCode> {
+    let incarnation = next_incarnation(&r.me.data_dir)?;
+    let node = Node::new(abi_protocol::NodeId::new(r.me.id.clone())?, incarnation);
+    tracing::info!(
+        node = %r.me.id,
+        incarnation,
+        http = %r.me.http,
+        quic = %r.me.listen,
+        data_dir = %r.me.data_dir.display(),
+        "starting abi-node {}",
+        env!("CARGO_PKG_VERSION")
+    );
+    let spec = children(&r, root_spec(&r));
+    let root = node
+        .start_root(spec)
+        .await
+        .map_err(|e| anyhow::anyhow!("start-up failed: {e}"))?;
+    tracing::info!(node = %r.me.id, "node started");
+
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot install SIGTERM handler")?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+        _ = sigterm.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = root.ended() => {}
+    }
+    let exit = root.shutdown(shutdown_timeout).await;
+    match exit {
+        RootExit::Stopped => {
+            tracing::info!("stopped cleanly");
+            Ok(ExitCode::SUCCESS)
+        }
+        RootExit::Failed(reason) => {
+            tracing::error!(%reason, "root supervisor escalated: the node cannot keep its actors running");
+            Ok(ExitCode::from(3))
+        }
+    }
+}
