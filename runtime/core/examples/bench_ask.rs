@@ -50,7 +50,12 @@ impl Actor for Worker {
     async fn pre_start(&self, _: ActorRef<Msg>, g: u64) -> Result<u64, ActorProcessingErr> {
         Ok(g)
     }
-    async fn handle(&self, _: ActorRef<Msg>, m: Msg, g: &mut u64) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        _: ActorRef<Msg>,
+        m: Msg,
+        g: &mut u64,
+    ) -> Result<(), ActorProcessingErr> {
         match m {
             Msg::Ping(c) => {
                 let x = c.request().0;
@@ -78,7 +83,12 @@ impl Actor for Raw {
     async fn pre_start(&self, _: ActorRef<RawMsg>, g: u64) -> Result<u64, ActorProcessingErr> {
         Ok(g)
     }
-    async fn handle(&self, _: ActorRef<RawMsg>, m: RawMsg, g: &mut u64) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        _: ActorRef<RawMsg>,
+        m: RawMsg,
+        g: &mut u64,
+    ) -> Result<(), ActorProcessingErr> {
         match m {
             RawMsg::Ping(x, reply) => {
                 let _ = reply.send(x ^ *g);
@@ -95,12 +105,21 @@ impl Actor for RawSup {
     type Msg = ();
     type State = (Arc<Mutex<Option<ActorRef<RawMsg>>>>, u64);
     type Arguments = Arc<Mutex<Option<ActorRef<RawMsg>>>>;
-    async fn pre_start(&self, me: ActorRef<()>, slot: Self::Arguments) -> Result<Self::State, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        me: ActorRef<()>,
+        slot: Self::Arguments,
+    ) -> Result<Self::State, ActorProcessingErr> {
         let (r, _) = Actor::spawn_linked(None, Raw, 1, me.get_cell()).await?;
         *slot.lock() = Some(r);
         Ok((slot, 1))
     }
-    async fn handle_supervisor_evt(&self, me: ActorRef<()>, e: SupervisionEvent, st: &mut Self::State) -> Result<(), ActorProcessingErr> {
+    async fn handle_supervisor_evt(
+        &self,
+        me: ActorRef<()>,
+        e: SupervisionEvent,
+        st: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
         if let SupervisionEvent::ActorFailed(..) = e {
             st.1 += 1;
             let (r, _) = Actor::spawn_linked(None, Raw, st.1, me.get_cell()).await?;
@@ -123,7 +142,10 @@ struct Stats {
 }
 
 fn report(name: &str, s: &Stats) {
-    println!("{name:<34} {:>12.0} calls/s   p50 {:>6.2} us   p99 {:>7.2} us", s.per_sec, s.p50, s.p99);
+    println!(
+        "{name:<34} {:>12.0} calls/s   p50 {:>6.2} us   p99 {:>7.2} us",
+        s.per_sec, s.p50, s.p99
+    );
 }
 
 const N: usize = 200_000;
@@ -139,7 +161,11 @@ async fn bench_raw(r: &ActorRef<RawMsg>) -> Stats {
         lat.push(t.elapsed());
     }
     let el = t0.elapsed();
-    Stats { per_sec: N as f64 / el.as_secs_f64(), p50: pct(&mut lat, 0.5), p99: pct(&mut lat, 0.99) }
+    Stats {
+        per_sec: N as f64 / el.as_secs_f64(),
+        p50: pct(&mut lat, 0.5),
+        p99: pct(&mut lat, 0.99),
+    }
 }
 
 async fn bench_ask(node: &Node, path: &abi_protocol::ActorPath) -> Stats {
@@ -147,12 +173,19 @@ async fn bench_ask(node: &Node, path: &abi_protocol::ActorPath) -> Stats {
     let t0 = Instant::now();
     for i in 0..N as u64 {
         let t = Instant::now();
-        let v = node.ask(path, Ping(i), Duration::from_secs(5)).await.expect("ask");
+        let v = node
+            .ask(path, Ping(i), Duration::from_secs(5))
+            .await
+            .expect("ask");
         std::hint::black_box(v);
         lat.push(t.elapsed());
     }
     let el = t0.elapsed();
-    Stats { per_sec: N as f64 / el.as_secs_f64(), p50: pct(&mut lat, 0.5), p99: pct(&mut lat, 0.99) }
+    Stats {
+        per_sec: N as f64 / el.as_secs_f64(),
+        p50: pct(&mut lat, 0.5),
+        p99: pct(&mut lat, 0.99),
+    }
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -172,7 +205,12 @@ fn main() {
             .intensity(1_000_000, Duration::from_secs(1))
             // Every crash here counts as the first after a stable period, so it
             // is restarted at once (as in OTP); backoff applies to streaks.
-            .backoff(Backoff { initial: Duration::from_millis(50), max: Duration::from_secs(1), jitter: 0.2, reset_after: Duration::ZERO })
+            .backoff(Backoff {
+                initial: Duration::from_millis(50),
+                max: Duration::from_secs(1),
+                jitter: 0.2,
+                reset_after: Duration::ZERO,
+            })
             .child(ChildSpec::worker("w", |ctx| async move {
                 let r = ctx.spawn(Worker, rand_gen()).await?;
                 Ok(Started::new(r).serves::<Ping>().serves::<Crash>())
@@ -180,32 +218,55 @@ fn main() {
         let root = node.start_root(spec).await.expect("root");
         let path = node.path("w").expect("path");
         let slot = Arc::new(Mutex::new(None));
-        let (_sup, _) = Actor::spawn(None, RawSup, slot.clone()).await.expect("raw sup");
+        let (_sup, _) = Actor::spawn(None, RawSup, slot.clone())
+            .await
+            .expect("raw sup");
         let raw = slot.lock().clone().expect("raw child");
 
         // Warm up, then alternate rounds so drift hits both equally.
         bench_raw(&raw).await;
         bench_ask(&node, &path).await;
         let (mut raw_r, mut ask_r) = (Vec::new(), Vec::new());
-        let (mut raw_p50, mut ask_p50, mut raw_p99, mut ask_p99) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut raw_p50, mut ask_p50, mut raw_p99, mut ask_p99) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for _ in 0..ROUNDS {
             let r = bench_raw(&raw).await;
             let a = bench_ask(&node, &path).await;
-            raw_r.push(r.per_sec); ask_r.push(a.per_sec);
-            raw_p50.push(r.p50); ask_p50.push(a.p50); raw_p99.push(r.p99); ask_p99.push(a.p99);
+            raw_r.push(r.per_sec);
+            ask_r.push(a.per_sec);
+            raw_p50.push(r.p50);
+            ask_p50.push(a.p50);
+            raw_p99.push(r.p99);
+            ask_p99.push(a.p99);
         }
-        let r = Stats { per_sec: median(raw_r), p50: median(raw_p50), p99: median(raw_p99) };
-        let a = Stats { per_sec: median(ask_r), p50: median(ask_p50), p99: median(ask_p99) };
+        let r = Stats {
+            per_sec: median(raw_r),
+            p50: median(raw_p50),
+            p99: median(raw_p99),
+        };
+        let a = Stats {
+            per_sec: median(ask_r),
+            p50: median(ask_p50),
+            p99: median(ask_p99),
+        };
         println!("round trip, {N} sequential calls, median of {ROUNDS} rounds, 2 worker threads");
         report("bare ractor call! (RpcReplyPort)", &r);
         report("abi Node::ask (path, deadline)", &a);
-        println!("ask / bare: throughput {:.3}x, p50 {:.3}x, p99 {:.3}x   (overhead {:+.1}% calls/s)",
-            a.per_sec / r.per_sec, a.p50 / r.p50, a.p99 / r.p99, (a.per_sec / r.per_sec - 1.0) * 100.0);
+        println!(
+            "ask / bare: throughput {:.3}x, p50 {:.3}x, p99 {:.3}x   (overhead {:+.1}% calls/s)",
+            a.per_sec / r.per_sec,
+            a.p50 / r.p50,
+            a.p99 / r.p99,
+            (a.per_sec / r.per_sec - 1.0) * 100.0
+        );
 
         // Restart latency: crash, then ask until the new life answers.
         let mut ours = Vec::new();
         for _ in 0..2_000 {
-            let before = node.ask(&path, Ping(0), Duration::from_secs(1)).await.expect("alive");
+            let before = node
+                .ask(&path, Ping(0), Duration::from_secs(1))
+                .await
+                .expect("alive");
             let t0 = Instant::now();
             node.tell(&path, Crash).expect("crash");
             loop {
@@ -238,8 +299,14 @@ fn main() {
         let (o50, o99) = (pct(&mut ours, 0.5), pct(&mut ours, 0.99));
         let (t50, t99) = (pct(&mut theirs, 0.5), pct(&mut theirs, 0.99));
         println!("crashed child -> answering again, 2000 crashes");
-        println!("{:<34} p50 {o50:>6.1} us   p99 {o99:>7.1} us", "abi supervisor (restart + registry)");
-        println!("{:<34} p50 {t50:>6.1} us   p99 {t99:>7.1} us", "raw ractor respawn on ActorFailed");
+        println!(
+            "{:<34} p50 {o50:>6.1} us   p99 {o99:>7.1} us",
+            "abi supervisor (restart + registry)"
+        );
+        println!(
+            "{:<34} p50 {t50:>6.1} us   p99 {t99:>7.1} us",
+            "raw ractor respawn on ActorFailed"
+        );
         println!("anchors: Erlang/OTP 69 us, raw ractor 7.8 us (ANCHORS.md); goal <= 20 us");
         let tree = root.supervisor().tree();
         println!("restarts recorded: {}", tree.children[0].restarts);

@@ -16,6 +16,7 @@
 
 pub mod codec;
 pub mod error;
+pub mod gpu;
 pub mod health;
 pub mod inference;
 pub mod path;

@@ -209,15 +209,14 @@ impl State {
     /// Graceful stop within the child's shutdown timeout, then kill.
     async fn stop_child(&mut self, i: usize) {
         let timeout = self.children[i].spec.shutdown;
-        if let Some(cell) = self.detach(i) {
-            if cell
+        if let Some(cell) = self.detach(i)
+            && cell
                 .stop_and_wait(Some("shutdown".into()), Some(timeout))
                 .await
                 .is_err()
-            {
-                tracing::warn!(path = %self.children[i].path, ?timeout, "child did not stop in time; killing");
-                let _ = cell.kill_and_wait(Some(Duration::from_secs(1))).await;
-            }
+        {
+            tracing::warn!(path = %self.children[i].path, ?timeout, "child did not stop in time; killing");
+            let _ = cell.kill_and_wait(Some(Duration::from_secs(1))).await;
         }
         self.children[i].state = ChildState::Stopped;
         self.children[i].started_at = None;
