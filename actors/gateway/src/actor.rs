@@ -97,6 +97,7 @@ impl Actor for GatewayActor {
                     web::QueryConfig::default()
                         .error_handler(|e, _| error::extractor_error(e.into())),
                 )
+                .wrap(actix_web::middleware::from_fn(crate::http_metrics::record))
                 .configure(routes::configure)
                 .default_service(web::to(routes::not_found))
         })
@@ -152,6 +153,7 @@ pub fn child_spec(cfg: GatewayConfig, request_timeout: Duration) -> ChildSpec {
             let state = GatewayState {
                 node: ctx.node.clone(),
                 request_timeout,
+                live: Default::default(),
             };
             let r = ctx
                 .spawn(GatewayActor, (cfg, state))

@@ -8,10 +8,13 @@
 //! # Layout
 //! - [`actor`]: the gateway actor (binds, serves, stops with its supervisor).
 //! - [`error`]: [`ApiError`], the mapping from failures to HTTP statuses.
+//! - [`http_metrics`]: per-route request counters and latency histograms.
 //! - [`routes`]: one module per API family.
 
 pub mod actor;
 pub mod error;
+pub mod http_metrics;
+pub mod live;
 pub mod routes;
 
 use std::time::Duration;
@@ -28,4 +31,6 @@ pub struct GatewayState {
     pub node: Node,
     /// Deadline for a request forwarded to an actor.
     pub request_timeout: Duration,
+    /// Rolling request statistics for the dashboard.
+    pub live: std::sync::Arc<live::LiveStats>,
 }

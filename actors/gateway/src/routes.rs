@@ -1,6 +1,8 @@
 //! HTTP routes, one module per API family.
 
 pub mod cluster;
+pub mod observe;
+pub mod qdrant;
 
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 
@@ -9,6 +11,8 @@ use crate::ApiError;
 /// Registers every route.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cluster::configure(cfg);
+    observe::configure(cfg);
+    qdrant::configure(cfg);
 }
 
 /// JSON 404 for unknown routes.

@@ -11,6 +11,7 @@
 //!   reverse-order shutdown; decisions in a pure state machine ([`supervisor::decide`]),
 //!   I/O in a thin ractor actor.
 //! - [`events`]: the node's log of supervision events (restarts, escalations).
+//! - [`metrics`]: the node's Prometheus registry (actor restarts, failures, up).
 //!
 //! # Usage
 //! ```
@@ -51,6 +52,7 @@
 pub mod call;
 pub mod error;
 pub mod events;
+pub mod metrics;
 pub mod node;
 pub mod registry;
 pub mod remote;

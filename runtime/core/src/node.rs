@@ -10,6 +10,7 @@ use parking_lot::RwLock;
 use tokio::sync::oneshot;
 
 use crate::events::EventLog;
+use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::supervisor::{RootHandle, SupervisorRef, SupervisorSpec};
 use crate::{AskError, Call, Remote, ReplyTo, StartError};
@@ -32,6 +33,7 @@ struct Inner {
     supervisors: RwLock<HashMap<String, SupervisorRef>>,
     health_checks: RwLock<Vec<ActorPath>>,
     events: EventLog,
+    metrics: Metrics,
 }
 
 impl std::fmt::Debug for Node {
@@ -55,6 +57,7 @@ impl Node {
                 supervisors: RwLock::new(HashMap::new()),
                 health_checks: RwLock::new(Vec::new()),
                 events: EventLog::new(1024),
+                metrics: Metrics::new(),
             }),
         }
     }
@@ -87,6 +90,11 @@ impl Node {
     /// The supervision event log.
     pub fn events(&self) -> &EventLog {
         &self.inner.events
+    }
+
+    /// The node's Prometheus registry.
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
     }
 
     /// Installs the transport used for other nodes' paths. Only the first call wins.

@@ -17,6 +17,7 @@ use super::{
     SupervisorSpec, View,
 };
 use crate::events::{EventKind, unix_ms};
+use crate::metrics::Metrics;
 use crate::registry::Started;
 use crate::{Call, Node};
 
@@ -220,6 +221,8 @@ impl State {
         }
         self.children[i].state = ChildState::Stopped;
         self.children[i].started_at = None;
+        let labels = Metrics::labels(&self.children[i].path.to_string());
+        self.node.metrics().up.get_or_create(&labels).set(0);
     }
 
     async fn stop_all(&mut self) {
@@ -252,6 +255,8 @@ impl State {
                 child.sup = started.supervisor;
                 child.state = ChildState::Running;
                 child.started_at = Some(Instant::now());
+                let labels = Metrics::labels(&child.path.to_string());
+                self.node.metrics().up.get_or_create(&labels).set(1);
                 self.publish();
                 Ok(())
             }
@@ -259,6 +264,8 @@ impl State {
                 let child = &mut self.children[i];
                 child.state = ChildState::Failed;
                 child.last_failure = Some(now_failure(format!("start failed: {e}")));
+                let labels = Metrics::labels(&child.path.to_string());
+                self.node.metrics().failures.get_or_create(&labels).inc();
                 self.node.events().push(
                     child.path.to_string(),
                     EventKind::StartFailed,
@@ -287,8 +294,11 @@ impl State {
                 .unwrap_or_default();
             self.detach(i);
             let path = self.children[i].path.to_string();
+            let labels = Metrics::labels(&path);
+            self.node.metrics().up.get_or_create(&labels).set(0);
             match &exit {
                 Exit::Abnormal(reason) => {
+                    self.node.metrics().failures.get_or_create(&labels).inc();
                     tracing::warn!(%path, %reason, "child failed");
                     self.children[i].last_failure = Some(now_failure(reason.clone()));
                     self.node
@@ -329,6 +339,8 @@ impl State {
                         reason.clone(),
                     );
                     self.stop_all().await;
+                    let labels = Metrics::labels(&self.path.to_string());
+                    self.node.metrics().escalations.get_or_create(&labels).inc();
                     self.view.write().escalated = Some(reason.clone());
                     return Err(reason.into());
                 }
@@ -365,6 +377,8 @@ impl State {
             match self.start_child(j, myself).await {
                 Ok(()) => {
                     self.children[j].restarts += 1;
+                    let labels = Metrics::labels(&self.children[j].path.to_string());
+                    self.node.metrics().restarts.get_or_create(&labels).inc();
                     self.node.events().push(
                         self.children[j].path.to_string(),
                         EventKind::Restarted,

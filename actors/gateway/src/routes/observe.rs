@@ -1,0 +1,104 @@
+//! Observation: Prometheus `/metrics`, the dashboard, and its live stream.
+
+use std::time::Duration;
+
+use abi_protocol::supervision::{ActorTree, GetTree};
+use actix_web::web::Bytes;
+use actix_web::{HttpResponse, web};
+use serde::Serialize;
+
+use crate::{ApiError, GatewayState};
+
+const DASHBOARD_HTML: &str = include_str!("../../assets/dashboard.html");
+
+/// Registers the observation routes.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/metrics", web::get().to(metrics))
+        .route("/dashboard", web::get().to(dashboard))
+        .route("/dashboard/", web::get().to(dashboard))
+        .route("/v1/cluster/snapshot", web::get().to(snapshot))
+        .route("/v1/cluster/stream", web::get().to(stream));
+}
+
+/// Prometheus text exposition (OpenMetrics).
+async fn metrics(state: web::Data<GatewayState>) -> HttpResponse {
+    // Make sure the HTTP families exist even before the first request is recorded.
+    crate::http_metrics::HttpMetrics::of(&state.node);
+    HttpResponse::Ok()
+        .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
+        .body(state.node.metrics().encode())
+}
+
+/// The supervisor dashboard: one self-contained page, no external assets.
+async fn dashboard() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .insert_header(("Cache-Control", "no-store"))
+        .body(DASHBOARD_HTML)
+}
+
+#[derive(Serialize)]
+struct Snapshot {
+    node: String,
+    incarnation: u64,
+    version: &'static str,
+    tree: ActorTree,
+    events: Vec<abi_runtime::events::Event>,
+    events_total: u64,
+    http: Vec<crate::live::Point>,
+}
+
+async fn build(state: &GatewayState) -> Result<Snapshot, ApiError> {
+    let node = &state.node;
+    let tree = node
+        .ask(&node.root_path(), GetTree, Duration::from_secs(2))
+        .await?;
+    let mut events = node.events().snapshot();
+    let keep = events.len().saturating_sub(200);
+    events.drain(..keep);
+    Ok(Snapshot {
+        node: node.id().to_string(),
+        incarnation: node.incarnation(),
+        version: env!("CARGO_PKG_VERSION"),
+        tree,
+        events,
+        events_total: node.events().total(),
+        http: state.live.series(60),
+    })
+}
+
+/// Everything the dashboard shows, once.
+async fn snapshot(state: web::Data<GatewayState>) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(build(&state).await?))
+}
+
+/// The same snapshot every second as Server-Sent Events.
+async fn stream(state: web::Data<GatewayState>) -> HttpResponse {
+    let state = state.into_inner();
+    let events = futures::stream::unfold((state, true), |(state, first)| async move {
+        if !first {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        let frame = match build(&state).await {
+            Ok(s) => match serde_json::to_string(&s) {
+                Ok(json) => format!("event: snapshot\ndata: {json}\n\n"),
+                Err(e) => format!(
+                    "event: error\ndata: {}\n\n",
+                    serde_json::json!({"message": e.to_string()})
+                ),
+            },
+            Err(e) => format!(
+                "event: error\ndata: {}\n\n",
+                serde_json::json!({"message": e.message})
+            ),
+        };
+        Some((
+            Ok::<_, actix_web::Error>(Bytes::from(frame)),
+            (state, false),
+        ))
+    });
+    HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .insert_header(("Cache-Control", "no-cache"))
+        .streaming(events)
+}
