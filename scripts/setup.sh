@@ -15,6 +15,7 @@ command -v cc >/dev/null || need+=(build-essential)
 if [ "$want_tests" = 1 ]; then
     command -v etcd >/dev/null || need+=(etcd-server)
     command -v chromium >/dev/null || need+=(chromium)
+    command -v promtool >/dev/null || need+=(prometheus)
     [ -e /usr/share/vulkan/icd.d/lvp_icd.x86_64.json ] || need+=(mesa-vulkan-drivers libvulkan1)
 fi
 if [ "${#need[@]}" -gt 0 ]; then

@@ -52,4 +52,6 @@ def test_metrics_exposition(abi_http):
     text = requests.get(abi_http + "/metrics", timeout=10).text
     assert 'abi_http_requests_total{method="GET",route="/health",status="200"}' in text
     assert "abi_actor_up" in text
-    assert text.rstrip().endswith("# EOF")
+    om = requests.get(abi_http + "/metrics", headers={"Accept": "application/openmetrics-text"}, timeout=10).text
+    assert om.rstrip().endswith("# EOF")
+    assert "# TYPE abi_http_requests_total counter" in text

@@ -86,16 +86,14 @@ impl Actor for GatewayActor {
                 .app_data(
                     web::JsonConfig::default()
                         .limit(max_body)
-                        .error_handler(|e, _| error::extractor_error(e.into())),
+                        .error_handler(|e, _| error::extractor_error(e)),
                 )
                 .app_data(web::PayloadConfig::new(max_body))
                 .app_data(
-                    web::PathConfig::default()
-                        .error_handler(|e, _| error::extractor_error(e.into())),
+                    web::PathConfig::default().error_handler(|e, _| error::extractor_error(e)),
                 )
                 .app_data(
-                    web::QueryConfig::default()
-                        .error_handler(|e, _| error::extractor_error(e.into())),
+                    web::QueryConfig::default().error_handler(|e, _| error::extractor_error(e)),
                 )
                 .wrap(actix_web::middleware::from_fn(crate::http_metrics::record))
                 .configure(routes::configure)

@@ -82,7 +82,8 @@ impl ResponseError for ApiError {
 }
 
 /// Turns actix extractor failures (bad JSON, oversize bodies, bad paths) into JSON errors.
-pub fn extractor_error(err: actix_web::Error) -> actix_web::Error {
+pub fn extractor_error(err: impl Into<actix_web::Error>) -> actix_web::Error {
+    let err: actix_web::Error = err.into();
     let status = err.as_response_error().status_code();
     let code = match status {
         StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",

@@ -20,13 +20,52 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/v1/cluster/stream", web::get().to(stream));
 }
 
-/// Prometheus text exposition (OpenMetrics).
-async fn metrics(state: web::Data<GatewayState>) -> HttpResponse {
+/// Prometheus exposition: OpenMetrics when the scraper asks for it (as
+/// Prometheus does), else the classic text format 0.0.4 (curl, promtool).
+async fn metrics(state: web::Data<GatewayState>, req: actix_web::HttpRequest) -> HttpResponse {
     // Make sure the HTTP families exist even before the first request is recorded.
     crate::http_metrics::HttpMetrics::of(&state.node);
-    HttpResponse::Ok()
-        .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
-        .body(state.node.metrics().encode())
+    let open_metrics = req
+        .headers()
+        .get(actix_web::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("application/openmetrics-text"));
+    let body = state.node.metrics().encode();
+    if open_metrics {
+        HttpResponse::Ok()
+            .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
+            .body(body)
+    } else {
+        HttpResponse::Ok()
+            .content_type("text/plain; version=0.0.4; charset=utf-8")
+            .body(to_text_format(&body))
+    }
+}
+
+/// OpenMetrics -> Prometheus text 0.0.4: counter families are named with
+/// their `_total` suffix, and `# UNIT` / `# EOF` lines do not exist there.
+fn to_text_format(open_metrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = open_metrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(open_metrics.len());
+    for line in open_metrics.lines() {
+        if line.starts_with("# UNIT ") || line == "# EOF" {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|p| {
+            let rest = line.strip_prefix(p)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters
+                .contains(name)
+                .then(|| format!("{p}{name}_total {tail}"))
+        });
+        out.push_str(renamed.as_deref().unwrap_or(line));
+        out.push('\n');
+    }
+    out
 }
 
 /// The supervisor dashboard: one self-contained page, no external assets.
