@@ -21,6 +21,8 @@ pub struct GatewayConfig {
     pub max_body_bytes: usize,
     /// Deadline for forwarded requests.
     pub request_timeout: Duration,
+    /// Authentication and limits (shared so the node can reload keys on SIGHUP).
+    pub security: std::sync::Arc<crate::auth::middleware::Security>,
 }
 
 /// The supervised gateway actor.
@@ -95,6 +97,9 @@ impl Actor for GatewayActor {
                 .app_data(
                     web::QueryConfig::default().error_handler(|e, _| error::extractor_error(e)),
                 )
+                .wrap(actix_web::middleware::from_fn(
+                    crate::auth::middleware::guard,
+                ))
                 .wrap(actix_web::middleware::from_fn(crate::http_metrics::record))
                 .configure(routes::configure)
                 .default_service(web::to(routes::not_found))
@@ -152,6 +157,7 @@ pub fn child_spec(cfg: GatewayConfig, request_timeout: Duration) -> ChildSpec {
                 node: ctx.node.clone(),
                 request_timeout,
                 live: Default::default(),
+                security: cfg.security.clone(),
             };
             let r = ctx
                 .spawn(GatewayActor, (cfg, state))

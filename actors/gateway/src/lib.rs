@@ -7,11 +7,13 @@
 //!
 //! # Layout
 //! - [`actor`]: the gateway actor (binds, serves, stops with its supervisor).
+//! - [`auth`]: API keys, roles per route, rate limits, request ids, deadlines.
 //! - [`error`]: [`ApiError`], the mapping from failures to HTTP statuses.
 //! - [`http_metrics`]: per-route request counters and latency histograms.
 //! - [`routes`]: one module per API family.
 
 pub mod actor;
+pub mod auth;
 pub mod error;
 pub mod http_metrics;
 pub mod live;
@@ -33,4 +35,6 @@ pub struct GatewayState {
     pub request_timeout: Duration,
     /// Rolling request statistics for the dashboard.
     pub live: std::sync::Arc<live::LiveStats>,
+    /// Authentication, roles, limits.
+    pub security: std::sync::Arc<auth::middleware::Security>,
 }

@@ -31,8 +31,41 @@ pub enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Manage gateway API keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
     /// Print the version.
     Version,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create a key with a role; prints it once (only its salted hash is stored).
+    Create {
+        /// `reader`, `writer` or `admin`.
+        #[arg(long)]
+        role: String,
+        /// The keys file (created with mode 0600 if missing).
+        #[arg(long)]
+        keys_file: PathBuf,
+    },
+    /// Revoke a key by its id (the part after `abi_`); reload or SIGHUP applies it.
+    Revoke {
+        /// Key id.
+        #[arg(long)]
+        id: String,
+        /// The keys file.
+        #[arg(long)]
+        keys_file: PathBuf,
+    },
+    /// List key ids, roles and states.
+    List {
+        /// The keys file.
+        #[arg(long)]
+        keys_file: PathBuf,
+    },
 }
 
 /// Flags of `abi-node run`. Flags override the topology file.
@@ -53,6 +86,9 @@ pub struct RunArgs {
     /// Data directory (WALs, snapshots, Raft state).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// API keys file: turns gateway authentication on (see `abi-node keys create`).
+    #[arg(long)]
+    pub keys_file: Option<PathBuf>,
     /// Log format (overrides telemetry.log_format).
     #[arg(long, value_enum)]
     pub log_format: Option<LogFormatArg>,

@@ -58,6 +58,8 @@ pub fn init(dir: &Path, force: bool) -> ExitCode {
 #[derive(Debug, Clone)]
 pub struct Resolved {
     pub topology: Topology,
+    /// Gateway keys file (flag over topology).
+    pub keys_file: Option<PathBuf>,
     pub me: NodeSpec,
     /// Directory that relative model paths in the file are resolved from.
     #[allow(dead_code)] // read by subsystems as they are wired in
@@ -117,7 +119,12 @@ pub fn resolve(args: &RunArgs) -> anyhow::Result<Resolved> {
     }
     abi_protocol::NodeId::new(me.id.clone())
         .with_context(|| format!("invalid node id {:?}", me.id))?;
+    let keys_file = args
+        .keys_file
+        .clone()
+        .or_else(|| t.gateway.keys_file.as_ref().map(|k| base.join(k)));
     Ok(Resolved {
+        keys_file,
         topology: t,
         me,
         base,

@@ -3,6 +3,7 @@
 
 mod cli;
 mod config;
+mod keys;
 mod logging;
 mod run;
 
@@ -16,6 +17,7 @@ fn main() -> ExitCode {
         cli::Command::Run(args) => run::main(*args),
         cli::Command::Check { file } => config::check(&file),
         cli::Command::Init { dir, force } => config::init(&dir, force),
+        cli::Command::Keys { command } => keys::main(command),
         cli::Command::Version => {
             println!("abi-node {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS

@@ -7,6 +7,10 @@ use std::time::Duration;
 use abi_runtime::supervisor::RootExit;
 use abi_runtime::{Backoff, Node, Strategy, SupervisorSpec};
 use abi_topology::StrategyName;
+use std::sync::Arc;
+
+use abi_gateway::auth::KeyStore;
+use abi_gateway::auth::middleware::Security;
 use anyhow::Context;
 
 use crate::cli::{LogFormatArg, RunArgs};
@@ -91,10 +95,35 @@ fn root_spec(r: &Resolved) -> SupervisorSpec {
         })
 }
 
-fn children(r: &Resolved, mut spec: SupervisorSpec) -> SupervisorSpec {
+fn security(r: &Resolved) -> anyhow::Result<Arc<Security>> {
+    let g = &r.topology.gateway;
+    let keys = match &r.keys_file {
+        Some(path) => {
+            let store =
+                KeyStore::open(path).with_context(|| format!("keys file {}", path.display()))?;
+            tracing::info!(keys_file = %path.display(), "gateway authentication on");
+            Some(store)
+        }
+        None => {
+            tracing::warn!(
+                "gateway authentication off (no --keys-file): keep the gateway on loopback"
+            );
+            None
+        }
+    };
+    Ok(Arc::new(Security {
+        keys,
+        open_metrics: g.open_metrics,
+        limiter: (g.rate_limit_per_sec > 0.0).then(|| {
+            abi_gateway::auth::limit::RateLimiter::new(g.rate_limit_per_sec, g.rate_limit_burst)
+        }),
+        max_concurrency: (g.max_concurrency > 0)
+            .then(|| Arc::new(tokio::sync::Semaphore::new(g.max_concurrency))),
+    }))
+}
+
+fn children(r: &Resolved, security: &Arc<Security>, mut spec: SupervisorSpec) -> SupervisorSpec {
     let t = &r.topology;
-    let shutdown = Duration::from_millis(t.supervision.shutdown_timeout_ms);
-    let _ = shutdown;
     if t.gateway.placement.matches(&r.me) {
         let timeout = Duration::from_millis(t.gateway.request_timeout_ms);
         spec = spec.child(abi_gateway::child_spec(
@@ -103,6 +132,7 @@ fn children(r: &Resolved, mut spec: SupervisorSpec) -> SupervisorSpec {
                 workers: t.gateway.workers,
                 max_body_bytes: t.gateway.max_body_bytes,
                 request_timeout: timeout,
+                security: security.clone(),
             },
             timeout,
         ));
@@ -122,19 +152,32 @@ async fn serve(r: Resolved, shutdown_timeout: Duration) -> anyhow::Result<ExitCo
         "starting abi-node {}",
         env!("CARGO_PKG_VERSION")
     );
-    let spec = children(&r, root_spec(&r));
+    let security = security(&r)?;
+    let spec = children(&r, &security, root_spec(&r));
     let root = node
         .start_root(spec)
         .await
         .map_err(|e| anyhow::anyhow!("start-up failed: {e}"))?;
     tracing::info!(node = %r.me.id, "node started");
 
-    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("cannot install SIGTERM handler")?;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
-        _ = sigterm.recv() => tracing::info!("SIGTERM: shutting down"),
-        _ = root.ended() => {}
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut sigterm = signal(SignalKind::terminate()).context("cannot install SIGTERM handler")?;
+    let mut sighup = signal(SignalKind::hangup()).context("cannot install SIGHUP handler")?;
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => { tracing::info!("SIGINT: shutting down"); break; }
+            _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
+            _ = sighup.recv() => {
+                // Key rotation and revocation without a restart.
+                if let Some(keys) = &security.keys {
+                    match keys.reload() {
+                        Ok(n) => tracing::info!(active_keys = n, "SIGHUP: keys reloaded"),
+                        Err(e) => tracing::error!(error = %e, "SIGHUP: keys reload failed; old keys kept"),
+                    }
+                }
+            }
+            _ = root.ended() => break,
+        }
     }
     let exit = root.shutdown(shutdown_timeout).await;
     match exit {

@@ -339,6 +339,27 @@ pub struct Gateway {
     /// Largest accepted request body.
     #[serde(default = "default_max_body")]
     pub max_body_bytes: usize,
+    /// API keys file; when set, every route but `/health` and `/ready` needs a key.
+    pub keys_file: Option<PathBuf>,
+    /// Serve `/metrics` without credentials even when keys are on.
+    #[serde(default = "yes")]
+    pub open_metrics: bool,
+    /// Requests per second per key (0 = unlimited).
+    #[serde(default)]
+    pub rate_limit_per_sec: f64,
+    /// Burst size of the per-key rate limit.
+    #[serde(default = "default_burst")]
+    pub rate_limit_burst: f64,
+    /// Requests in flight at once before the gateway answers 503 (0 = unlimited).
+    #[serde(default = "default_max_concurrency")]
+    pub max_concurrency: usize,
+}
+
+fn default_burst() -> f64 {
+    20.0
+}
+fn default_max_concurrency() -> usize {
+    4096
 }
 
 fn default_workers() -> usize {
@@ -358,6 +379,11 @@ impl Default for Gateway {
             workers: default_workers(),
             request_timeout_ms: default_request_timeout(),
             max_body_bytes: default_max_body(),
+            keys_file: None,
+            open_metrics: true,
+            rate_limit_per_sec: 0.0,
+            rate_limit_burst: default_burst(),
+            max_concurrency: default_max_concurrency(),
         }
     }
 }

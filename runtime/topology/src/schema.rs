@@ -134,6 +134,11 @@ pub const TOPOLOGY: &[Field] = &[
             opt("workers", Ty::UInt),
             opt("request_timeout_ms", Ty::UInt),
             opt("max_body_bytes", Ty::UInt),
+            opt("keys_file", Ty::Str),
+            opt("open_metrics", Ty::Bool),
+            opt("rate_limit_per_sec", Ty::Float),
+            opt("rate_limit_burst", Ty::Float),
+            opt("max_concurrency", Ty::UInt),
         ]),
     ),
     opt(

@@ -184,6 +184,11 @@ placement = { all = true, nodes = ["n"], labels = { a = "b" } }
 workers = 1
 request_timeout_ms = 2
 max_body_bytes = 3
+keys_file = "keys.toml"
+open_metrics = false
+rate_limit_per_sec = 5.5
+rate_limit_burst = 10
+max_concurrency = 64
 [[inference]]
 name = "m"
 kind = "embedding"

@@ -23,7 +23,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             "/v1/cluster/actors/{path:.*}/restart",
             web::post().to(restart),
         )
-        .route("/v1/cluster/actors/{path:.*}/kill", web::post().to(kill));
+        .route("/v1/cluster/actors/{path:.*}/kill", web::post().to(kill))
+        .route("/v1/admin/keys/reload", web::post().to(reload_keys));
 }
 
 #[derive(Serialize)]
@@ -238,4 +239,21 @@ async fn kill(
             other => other.into(),
         })?;
     command_result(&raw, r, "killed")
+}
+
+/// Re-reads the keys file (also done on SIGHUP): rotation and revocation without restart.
+async fn reload_keys(state: web::Data<GatewayState>) -> Result<HttpResponse, ApiError> {
+    let Some(keys) = &state.security.keys else {
+        return Err(ApiError::bad_request(
+            "authentication is off (no --keys-file)",
+        ));
+    };
+    let active = keys.reload().map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "keys_reload_failed",
+            e.to_string(),
+        )
+    })?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "reloaded": true, "active_keys": active })))
 }

@@ -1,0 +1,203 @@
+//! The role each route requires. Every route of the gateway is listed here;
+//! a route missing from the table requires `admin` (deny by default).
+
+use actix_web::http::Method;
+
+use super::Role;
+
+/// What a route needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// No credentials needed.
+    Open,
+    /// At least this role.
+    Role(Role),
+}
+
+/// `(method, pattern, access)`; `{x}` matches one segment, `{x:.*}` one or more.
+pub const ROUTES: &[(&str, &str, Access)] = &[
+    ("GET", "/health", Access::Open),
+    ("GET", "/ready", Access::Open),
+    ("GET", "/dashboard", Access::Open),
+    ("GET", "/dashboard/", Access::Open),
+    ("GET", "/metrics", Access::Role(Role::Reader)),
+    ("GET", "/v1/cluster/actors", Access::Role(Role::Reader)),
+    ("GET", "/v1/cluster/events", Access::Role(Role::Reader)),
+    ("GET", "/v1/cluster/snapshot", Access::Role(Role::Reader)),
+    ("GET", "/v1/cluster/stream", Access::Role(Role::Reader)),
+    (
+        "POST",
+        "/v1/cluster/actors/{path:.*}/restart",
+        Access::Role(Role::Admin),
+    ),
+    (
+        "POST",
+        "/v1/cluster/actors/{path:.*}/kill",
+        Access::Role(Role::Admin),
+    ),
+    ("POST", "/v1/admin/keys/reload", Access::Role(Role::Admin)),
+    // OpenAI-compatible inference.
+    ("GET", "/v1/models", Access::Role(Role::Reader)),
+    ("GET", "/v1/models/{model}", Access::Role(Role::Reader)),
+    ("POST", "/v1/embeddings", Access::Role(Role::Reader)),
+    ("POST", "/v1/chat/completions", Access::Role(Role::Reader)),
+    // Devices and compute.
+    ("GET", "/v1/devices", Access::Role(Role::Reader)),
+    ("POST", "/v1/compute/{op}", Access::Role(Role::Reader)),
+    // Qdrant-compatible collections.
+    ("GET", "/collections", Access::Role(Role::Reader)),
+    ("GET", "/collections/{name}", Access::Role(Role::Reader)),
+    (
+        "GET",
+        "/collections/{name}/exists",
+        Access::Role(Role::Reader),
+    ),
+    ("PUT", "/collections/{name}", Access::Role(Role::Writer)),
+    ("PATCH", "/collections/{name}", Access::Role(Role::Writer)),
+    ("DELETE", "/collections/{name}", Access::Role(Role::Writer)),
+    (
+        "PUT",
+        "/collections/{name}/points",
+        Access::Role(Role::Writer),
+    ),
+    (
+        "POST",
+        "/collections/{name}/points/delete",
+        Access::Role(Role::Writer),
+    ),
+    (
+        "POST",
+        "/collections/{name}/points/payload",
+        Access::Role(Role::Writer),
+    ),
+    (
+        "PUT",
+        "/collections/{name}/points/payload",
+        Access::Role(Role::Writer),
+    ),
+    (
+        "POST",
+        "/collections/{name}/points/payload/delete",
+        Access::Role(Role::Writer),
+    ),
+    (
+        "POST",
+        "/collections/{name}/snapshots",
+        Access::Role(Role::Writer),
+    ),
+    (
+        "POST",
+        "/collections/{name}/points",
+        Access::Role(Role::Reader),
+    ),
+    (
+        "GET",
+        "/collections/{name}/points/{id}",
+        Access::Role(Role::Reader),
+    ),
+    (
+        "POST",
+        "/collections/{name}/points/search",
+        Access::Role(Role::Reader),
+    ),
+    (
+        "POST",
+        "/collections/{name}/points/search/batch",
+        Access::Role(Role::Reader),
+    ),
+    (
+        "POST",
+        "/collections/{name}/points/query",
+        Access::Role(Role::Reader),
+    ),
+    (
+        "POST",
+        "/collections/{name}/points/query/batch",
+        Access::Role(Role::Reader),
+    ),
+    (
+        "POST",
+        "/collections/{name}/points/scroll",
+        Access::Role(Role::Reader),
+    ),
+    (
+        "POST",
+        "/collections/{name}/points/count",
+        Access::Role(Role::Reader),
+    ),
+];
+
+fn matches(pattern: &str, path: &str) -> bool {
+    let pat: Vec<&str> = pattern.trim_end_matches('/').split('/').collect();
+    let segs: Vec<&str> = path.trim_end_matches('/').split('/').collect();
+    match pat.iter().position(|p| p.ends_with(":.*}")) {
+        None => {
+            pat.len() == segs.len()
+                && pat
+                    .iter()
+                    .zip(&segs)
+                    .all(|(p, s)| p == s || (p.starts_with('{') && !s.is_empty()))
+        }
+        Some(tail) => {
+            let after = &pat[tail + 1..];
+            segs.len() > tail + after.len()
+                && pat[..tail]
+                    .iter()
+                    .zip(&segs)
+                    .all(|(p, s)| p == s || (p.starts_with('{') && !s.is_empty()))
+                && after
+                    .iter()
+                    .zip(&segs[segs.len() - after.len()..])
+                    .all(|(p, s)| p == s || p.starts_with('{'))
+        }
+    }
+}
+
+/// The access rule for a request; unknown routes need `admin`.
+pub fn required(method: &Method, path: &str) -> Access {
+    // Exact-literal patterns win over parameterised ones (e.g. `points/search` vs `points/{id}`).
+    let mut best: Option<(usize, Access)> = None;
+    for (m, pattern, access) in ROUTES {
+        if *m == method.as_str() && matches(pattern, path) {
+            let literal = pattern.split('/').filter(|s| !s.starts_with('{')).count();
+            if best.is_none_or(|(b, _)| literal > b) {
+                best = Some((literal, *access));
+            }
+        }
+    }
+    best.map(|(_, a)| a).unwrap_or(Access::Role(Role::Admin))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns_match_paths() {
+        let r = |m: &str, p: &str| required(&Method::from_bytes(m.as_bytes()).expect("method"), p);
+        assert_eq!(r("GET", "/health"), Access::Open);
+        assert_eq!(
+            r("POST", "/v1/cluster/actors/n/vector/docs/restart"),
+            Access::Role(Role::Admin)
+        );
+        assert_eq!(
+            r("POST", "/collections/docs/points/search"),
+            Access::Role(Role::Reader)
+        );
+        assert_eq!(
+            r("PUT", "/collections/docs/points"),
+            Access::Role(Role::Writer)
+        );
+        assert_eq!(
+            r("GET", "/collections/docs/points/42"),
+            Access::Role(Role::Reader)
+        );
+        assert_eq!(r("DELETE", "/collections/docs"), Access::Role(Role::Writer));
+        assert_eq!(r("POST", "/v1/embeddings"), Access::Role(Role::Reader));
+        assert_eq!(r("GET", "/something/else"), Access::Role(Role::Admin));
+        assert_eq!(
+            r("POST", "/v1/cluster/actors/restart"),
+            Access::Role(Role::Admin)
+        );
+    }
+}
