@@ -1,7 +1,10 @@
 //! HTTP routes, one module per API family.
 
 pub mod cluster;
+pub mod compute;
+pub mod membership;
 pub mod observe;
+pub mod openai;
 pub mod qdrant;
 
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
@@ -11,6 +14,9 @@ use crate::ApiError;
 /// Registers every route.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cluster::configure(cfg);
+    openai::configure(cfg);
+    compute::configure(cfg);
+    membership::configure(cfg);
     observe::configure(cfg);
     qdrant::configure(cfg);
 }

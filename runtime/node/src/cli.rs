@@ -31,6 +31,26 @@ pub enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Cluster certificates: a CA, and node certificates signed by it.
+    Certs {
+        #[command(subcommand)]
+        command: CertsCommand,
+    },
+    /// Start a local cluster of separate processes (certificates, ports, logs
+    /// under DIR) and stop them all on Ctrl-C.
+    Demo {
+        /// How many nodes.
+        #[arg(long, default_value_t = 3)]
+        nodes: usize,
+        /// Working directory (pid files, logs, data, certificates).
+        #[arg(long, default_value = "./abi-demo")]
+        dir: PathBuf,
+    },
+    /// Backend plugins.
+    Plugin {
+        #[command(subcommand)]
+        command: PluginCommand,
+    },
     /// Manage gateway API keys.
     Keys {
         #[command(subcommand)]
@@ -38,6 +58,36 @@ pub enum Command {
     },
     /// Print the version.
     Version,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PluginCommand {
+    /// Load a plugin file and print its descriptor and devices.
+    Inspect {
+        /// The plugin (.so).
+        file: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CertsCommand {
+    /// Create a cluster CA in CA_DIR (ca.pem, ca.key).
+    Init {
+        /// Directory for the CA.
+        ca_dir: PathBuf,
+    },
+    /// Issue a node certificate (SAN carries the node id) into OUT: ca.pem, node.pem, node.key.
+    Issue {
+        /// The CA directory.
+        #[arg(long)]
+        ca: PathBuf,
+        /// Node id.
+        #[arg(long)]
+        node: String,
+        /// Output directory (the --tls-dir layout).
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -86,6 +136,21 @@ pub struct RunArgs {
     /// Data directory (WALs, snapshots, Raft state).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// Models directory (a folder per model id; default ./models).
+    #[arg(long, env = "ABI_MODELS_DIR")]
+    pub models_dir: Option<PathBuf>,
+    /// Plugin directory (repeatable; default: plugins/ beside the binary, then its own folder).
+    #[arg(long)]
+    pub plugins_dir: Vec<PathBuf>,
+    /// Seed nodes' QUIC addresses (static discovery), comma separated.
+    #[arg(long, value_delimiter = ',')]
+    pub seeds: Option<Vec<String>>,
+    /// TLS directory with ca.pem, node.pem, node.key (enables the cluster transport).
+    #[arg(long)]
+    pub tls_dir: Option<PathBuf>,
+    /// QUIC address other nodes dial (when --listen is a wildcard).
+    #[arg(long)]
+    pub advertise: Option<SocketAddr>,
     /// API keys file: turns gateway authentication on (see `abi-node keys create`).
     #[arg(long)]
     pub keys_file: Option<PathBuf>,

@@ -55,11 +55,21 @@ pub fn init(dir: &Path, force: bool) -> ExitCode {
 }
 
 /// The topology plus the resolved identity of this process.
+/// Where this node's certificate, key and the cluster CA are.
+#[derive(Debug, Clone)]
+pub struct TlsPaths {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
 #[derive(Debug, Clone)]
 pub struct Resolved {
     pub topology: Topology,
     /// Gateway keys file (flag over topology).
     pub keys_file: Option<PathBuf>,
+    /// TLS files for the cluster transport, if configured.
+    pub tls: Option<TlsPaths>,
     pub me: NodeSpec,
     /// Directory that relative model paths in the file are resolved from.
     #[allow(dead_code)] // read by subsystems as they are wired in
@@ -119,11 +129,48 @@ pub fn resolve(args: &RunArgs) -> anyhow::Result<Resolved> {
     }
     abi_protocol::NodeId::new(me.id.clone())
         .with_context(|| format!("invalid node id {:?}", me.id))?;
+    if let Some(d) = &args.models_dir {
+        me.models_dir = d.clone();
+    }
+    let mut t = t;
+    if !args.plugins_dir.is_empty() {
+        t.plugins.dirs = args.plugins_dir.clone();
+    } else {
+        t.plugins.dirs = t.plugins.dirs.iter().map(|d| base.join(d)).collect();
+    }
+    if let Some(a) = args.advertise {
+        me.advertise = Some(a);
+    }
+    if let Some(seeds) = &args.seeds {
+        t.cluster.discovery.seeds = seeds.iter().filter(|s| !s.is_empty()).cloned().collect();
+    }
+    let tls = match (&args.tls_dir, &t.tls) {
+        (Some(dir), _) => Some(TlsPaths {
+            ca: dir.join("ca.pem"),
+            cert: dir.join("node.pem"),
+            key: dir.join("node.key"),
+        }),
+        (None, Some(tls)) => match (&tls.dir, &tls.ca, &tls.cert, &tls.key) {
+            (_, Some(ca), Some(cert), Some(key)) => Some(TlsPaths {
+                ca: base.join(ca),
+                cert: base.join(cert),
+                key: base.join(key),
+            }),
+            (Some(dir), ..) => Some(TlsPaths {
+                ca: base.join(dir).join("ca.pem"),
+                cert: base.join(dir).join("node.pem"),
+                key: base.join(dir).join("node.key"),
+            }),
+            _ => bail!("[tls] needs `dir`, or all of `ca`, `cert` and `key`"),
+        },
+        (None, None) => None,
+    };
     let keys_file = args
         .keys_file
         .clone()
         .or_else(|| t.gateway.keys_file.as_ref().map(|k| base.join(k)));
     Ok(Resolved {
+        tls,
         keys_file,
         topology: t,
         me,

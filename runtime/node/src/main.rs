@@ -2,7 +2,9 @@
 //! runs the node's supervision tree until a signal or an escalation ends it.
 
 mod cli;
+mod cluster;
 mod config;
+mod demo;
 mod keys;
 mod logging;
 mod run;
@@ -18,6 +20,20 @@ fn main() -> ExitCode {
         cli::Command::Check { file } => config::check(&file),
         cli::Command::Init { dir, force } => config::init(&dir, force),
         cli::Command::Keys { command } => keys::main(command),
+        cli::Command::Plugin {
+            command: cli::PluginCommand::Inspect { file },
+        } => match abi_gpu::inspect(&file) {
+            Ok(text) => {
+                println!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{}: {e}", file.display());
+                ExitCode::FAILURE
+            }
+        },
+        cli::Command::Certs { command } => cluster::certs(command),
+        cli::Command::Demo { nodes, dir } => demo::main(nodes, &dir),
         cli::Command::Version => {
             println!("abi-node {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS

@@ -122,8 +122,47 @@ fn security(r: &Resolved) -> anyhow::Result<Arc<Security>> {
     }))
 }
 
+fn pool_decl(r: &Resolved, p: &abi_topology::InferencePool) -> abi_inference::pool::PoolDecl {
+    abi_inference::pool::PoolDecl {
+        name: p.name.clone(),
+        model: r.base.join(&p.model),
+        config: abi_inference::pool::PoolConfig {
+            workers: p.replicas,
+            max_batch: p.max_batch,
+            max_wait_ms: p.max_wait_ms,
+            queue_capacity: p.queue_capacity,
+            device: p.device.clone(),
+            ..Default::default()
+        },
+    }
+}
+
+/// The node's subsystems in start order: devices first (others lease them),
+/// then storage, inference, and the gateway last so that it only opens when
+/// what it routes to exists (and closes first on shutdown).
 fn children(r: &Resolved, security: &Arc<Security>, mut spec: SupervisorSpec) -> SupervisorSpec {
     let t = &r.topology;
+    if t.gpu.placement.matches(&r.me) {
+        spec = spec.child(abi_gpu::child_spec(abi_gpu::PluginConfig {
+            dirs: t.plugins.dirs.clone(),
+            require: t.plugins.require.clone(),
+            pins: t.plugins.pins.clone(),
+        }));
+    }
+    let collections = t
+        .collections
+        .iter()
+        .filter(|c| c.placement.matches(&r.me))
+        .map(abi_vector::topology::collection_config)
+        .collect();
+    spec = spec.child(abi_vector::child_spec(&r.me.data_dir, collections));
+    let pools = t
+        .inference
+        .iter()
+        .filter(|p| p.placement.matches(&r.me))
+        .map(|p| pool_decl(r, p))
+        .collect();
+    spec = spec.child(abi_inference::child_spec(r.me.models_dir.clone(), pools));
     if t.gateway.placement.matches(&r.me) {
         let timeout = Duration::from_millis(t.gateway.request_timeout_ms);
         spec = spec.child(abi_gateway::child_spec(
@@ -153,7 +192,12 @@ async fn serve(r: Resolved, shutdown_timeout: Duration) -> anyhow::Result<ExitCo
         env!("CARGO_PKG_VERSION")
     );
     let security = security(&r)?;
-    let spec = children(&r, &security, root_spec(&r));
+    let cluster = crate::cluster::start(&r, &node).await?;
+    let mut spec = root_spec(&r);
+    if let Some(c) = &cluster {
+        spec = spec.child(c.membership.clone());
+    }
+    let spec = children(&r, &security, spec);
     let root = node
         .start_root(spec)
         .await
@@ -180,6 +224,10 @@ async fn serve(r: Resolved, shutdown_timeout: Duration) -> anyhow::Result<ExitCo
         }
     }
     let exit = root.shutdown(shutdown_timeout).await;
+    if let Some(c) = cluster {
+        // Peers see the connection close at once instead of waiting for the idle timeout.
+        c.transport.shutdown();
+    }
     match exit {
         RootExit::Stopped => {
             tracing::info!("stopped cleanly");

@@ -19,6 +19,7 @@ pub mod error;
 pub mod gpu;
 pub mod health;
 pub mod inference;
+pub mod membership;
 pub mod path;
 pub mod paths;
 pub mod request;

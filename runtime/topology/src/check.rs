@@ -334,6 +334,14 @@ pub fn semantic(
             None,
         );
     }
+    let m = &t.membership;
+    if !(m.heartbeat_ms > 0 && m.heartbeat_ms < m.suspect_ms && m.suspect_ms < m.dead_ms) {
+        c.err(
+            &[Seg::Key("membership")],
+            "membership timing must satisfy 0 < heartbeat_ms < suspect_ms < dead_ms".into(),
+            Some("e.g. heartbeat_ms = 500, suspect_ms = 1500, dead_ms = 4000".into()),
+        );
+    }
     if t.gateway.workers == 0 {
         c.err(
             &[Seg::Key("gateway"), Seg::Key("workers")],

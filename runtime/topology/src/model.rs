@@ -44,6 +44,44 @@ pub struct Topology {
     /// Telemetry.
     #[serde(default)]
     pub telemetry: Telemetry,
+    /// Failure detection.
+    #[serde(default)]
+    pub membership: MembershipTiming,
+}
+
+/// `[membership]`: heartbeat failure detection.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MembershipTiming {
+    /// Interval between heartbeats to each peer.
+    #[serde(default = "default_heartbeat_ms")]
+    pub heartbeat_ms: u64,
+    /// Silence after which a peer is suspect.
+    #[serde(default = "default_suspect_ms")]
+    pub suspect_ms: u64,
+    /// Silence after which a peer is dead.
+    #[serde(default = "default_dead_ms")]
+    pub dead_ms: u64,
+}
+
+fn default_heartbeat_ms() -> u64 {
+    500
+}
+fn default_suspect_ms() -> u64 {
+    1500
+}
+fn default_dead_ms() -> u64 {
+    4000
+}
+
+impl Default for MembershipTiming {
+    fn default() -> Self {
+        Self {
+            heartbeat_ms: default_heartbeat_ms(),
+            suspect_ms: default_suspect_ms(),
+            dead_ms: default_dead_ms(),
+        }
+    }
 }
 
 /// `[cluster]`
@@ -86,6 +124,8 @@ pub struct Discovery {
     pub endpoints: Vec<String>,
     /// Consul: agent address (`http://host:8500`).
     pub address: Option<String>,
+    /// Consul: ACL token.
+    pub token: Option<String>,
     /// Key prefix (etcd) or service name (Consul).
     #[serde(default = "default_prefix")]
     pub prefix: String,
@@ -108,6 +148,7 @@ impl Default for Discovery {
             seeds: Vec::new(),
             endpoints: Vec::new(),
             address: None,
+            token: None,
             prefix: default_prefix(),
             ttl_secs: default_ttl(),
         }
@@ -139,6 +180,8 @@ pub struct NodeSpec {
     /// HTTP gateway address.
     #[serde(default = "default_http")]
     pub http: SocketAddr,
+    /// QUIC address other nodes dial, when `listen` is a wildcard (0.0.0.0).
+    pub advertise: Option<SocketAddr>,
     /// Where WALs, snapshots and Raft state live.
     #[serde(default = "default_data_dir")]
     pub data_dir: PathBuf,
@@ -170,6 +213,7 @@ impl NodeSpec {
             id: id.to_string(),
             listen: default_listen(),
             http: default_http(),
+            advertise: None,
             data_dir: default_data_dir(),
             models_dir: default_models_dir(),
             labels: BTreeMap::new(),

@@ -73,6 +73,7 @@ const DISCOVERY: &[Field] = &[
     opt("seeds", Ty::StrList),
     opt("endpoints", Ty::StrList),
     opt("address", Ty::Str),
+    opt("token", Ty::Str),
     opt("prefix", Ty::Str),
     opt("ttl_secs", Ty::UInt),
 ];
@@ -81,6 +82,7 @@ const NODE: &[Field] = &[
     req("id", Ty::Str),
     opt("listen", Ty::Addr),
     opt("http", Ty::Addr),
+    opt("advertise", Ty::Addr),
     opt("data_dir", Ty::Str),
     opt("models_dir", Ty::Str),
     opt("labels", Ty::StrMap),
@@ -195,6 +197,14 @@ pub const TOPOLOGY: &[Field] = &[
             opt("prometheus", Ty::Bool),
             opt("sampling_ratio", Ty::Float),
             opt("log_format", Ty::Enum(&["text", "json"])),
+        ]),
+    ),
+    opt(
+        "membership",
+        Ty::Table(&[
+            opt("heartbeat_ms", Ty::UInt),
+            opt("suspect_ms", Ty::UInt),
+            opt("dead_ms", Ty::UInt),
         ]),
     ),
 ];

@@ -153,11 +153,12 @@ fn schema_and_model_agree_on_every_key() {
     let text = r#"
 [cluster]
 name = "c"
-discovery = { kind = "etcd", seeds = [], endpoints = ["127.0.0.1:2379"], address = "http://x", prefix = "p", ttl_secs = 5 }
+discovery = { kind = "etcd", seeds = [], endpoints = ["127.0.0.1:2379"], address = "http://x", token = "t", prefix = "p", ttl_secs = 5 }
 [node]
 id = "n"
 listen = "127.0.0.1:1"
 http = "127.0.0.1:2"
+advertise = "127.0.0.1:1"
 data_dir = "d"
 models_dir = "m"
 labels = { a = "b" }
@@ -225,9 +226,14 @@ otlp_endpoint = "http://127.0.0.1:4317"
 prometheus = false
 sampling_ratio = 0.5
 log_format = "json"
+[membership]
+heartbeat_ms = 100
+suspect_ms = 300
+dead_ms = 900
 "#;
     let t = parse("all.toml", text, &dir).unwrap_or_else(|d| panic!("{d}"));
     assert_eq!(t.collections[0].fsync, abi_topology::FsyncName::Group);
+    assert_eq!(t.membership.dead_ms, 900);
     assert_eq!(
         t.supervision.strategy,
         abi_topology::StrategyName::RestForOne

@@ -23,6 +23,7 @@ pub const ROUTES: &[(&str, &str, Access)] = &[
     ("GET", "/metrics", Access::Role(Role::Reader)),
     ("GET", "/v1/cluster/actors", Access::Role(Role::Reader)),
     ("GET", "/v1/cluster/events", Access::Role(Role::Reader)),
+    ("GET", "/v1/cluster/nodes", Access::Role(Role::Reader)),
     ("GET", "/v1/cluster/snapshot", Access::Role(Role::Reader)),
     ("GET", "/v1/cluster/stream", Access::Role(Role::Reader)),
     (

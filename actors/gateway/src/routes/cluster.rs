@@ -110,12 +110,27 @@ async fn ready(state: web::Data<GatewayState>) -> Result<HttpResponse, ApiError>
     Ok(HttpResponse::build(status).json(body))
 }
 
-/// The live supervision tree of this node.
-async fn actors(state: web::Data<GatewayState>) -> Result<HttpResponse, ApiError> {
+#[derive(serde::Deserialize)]
+struct TreeQuery {
+    /// Another node's id: its tree is fetched through the cluster transport.
+    node: Option<String>,
+}
+
+/// The live supervision tree of this node, or of `?node=<id>` (a remote ask).
+async fn actors(
+    state: web::Data<GatewayState>,
+    q: web::Query<TreeQuery>,
+) -> Result<HttpResponse, ApiError> {
     let node = &state.node;
-    let tree = node
-        .ask(&node.root_path(), GetTree, Duration::from_secs(2))
-        .await?;
+    let root = match &q.node {
+        Some(id) => ActorPath::root(
+            abi_protocol::NodeId::new(id.clone())
+                .map_err(|e| ApiError::bad_request(e.to_string()))?,
+            0,
+        ),
+        None => node.root_path(),
+    };
+    let tree = node.ask(&root, GetTree, Duration::from_secs(5)).await?;
     Ok(HttpResponse::Ok().json(tree))
 }
 

@@ -1,0 +1,54 @@
+//! Pool sizing and batching knobs (from the topology's `[[inference]]` entries).
+
+use serde::Deserialize;
+
+/// How one model's pool runs.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PoolConfig {
+    /// Worker actors, each with its own copy of the model.
+    pub workers: usize,
+    /// Most embedding inputs per batch handed to a worker.
+    pub max_batch: usize,
+    /// How long a partial embedding batch may wait for more requests while a worker is idle
+    /// (0 = dispatch at once; batches still form from what queues up while workers are busy).
+    pub max_wait_ms: u64,
+    /// Most requests waiting in the pool; beyond it callers get `Overloaded` (HTTP 429).
+    pub queue_capacity: usize,
+    /// Most inputs in one embedding request.
+    pub max_inputs: usize,
+    /// `cpu` (the only device of this build; `cuda:N` needs candle's CUDA backend).
+    pub device: String,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        Self {
+            workers: 1,
+            max_batch: 32,
+            max_wait_ms: 0,
+            queue_capacity: 256,
+            max_inputs: 2048,
+            device: "cpu".into(),
+        }
+    }
+}
+
+impl PoolConfig {
+    /// Rejects values that cannot work.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.workers == 0 {
+            return Err("workers must be at least 1".into());
+        }
+        if self.max_batch == 0 || self.queue_capacity == 0 || self.max_inputs == 0 {
+            return Err("max_batch, queue_capacity and max_inputs must be at least 1".into());
+        }
+        if self.device != "cpu" {
+            return Err(format!(
+                "device {:?} is not available: this build runs inference on the CPU only",
+                self.device
+            ));
+        }
+        Ok(())
+    }
+}

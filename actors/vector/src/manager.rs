@@ -1,0 +1,721 @@
+//! The `vector` manager actor (at [`MANAGER_PATH`]): collections' lifecycle, routing of point
+//! operations to shard actors, search fan-out with deadlines and exact top-k merge.
+//!
+//! Collections are supervisors started dynamically under the `vector` supervisor (one shard
+//! actor each child), so that creating or dropping one never restarts the others. Fan-outs
+//! run in tracked tasks so that the manager keeps answering while shards work.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use abi_protocol::ActorPath;
+use abi_protocol::health::{Check, Report};
+use abi_protocol::vector::shard::{
+    ShardCount, ShardDelete, ShardGet, ShardScroll, ShardSearch, ShardSnapshot, ShardUpsert,
+};
+use abi_protocol::vector::{
+    CollectionConfig, CollectionInfo, Count, CreateCollection, DeleteCollection, DeletePoints,
+    GetCollection, GetPoints, ListCollections, MANAGER_NAME, ScrollPage, Search, SearchResult,
+    Snapshot, Upsert, VectorError, WriteAck,
+};
+use abi_runtime::{
+    AskError, Call, ChildSpec, Node, ReplyTo, Request, Started, Strategy, SupervisorSpec,
+};
+use futures::future::join_all;
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tokio::task::JoinSet;
+
+use crate::collection::{
+    load_configs, merge_top_k, route_ids, route_points, save_config, shard_config, shard_dir,
+    validate_config,
+};
+use crate::filter;
+use crate::shard_actor::{ShardActor, ShardArgs};
+
+/// How long the manager waits for its parent supervisor to be registered at start.
+const BOOTSTRAP_TRIES: u32 = 500;
+
+/// Messages of the manager.
+pub enum ManagerMsg {
+    /// Create a collection.
+    Create(Call<CreateCollection>),
+    /// Drop a collection.
+    Drop(Call<DeleteCollection>),
+    /// List names.
+    List(Call<ListCollections>),
+    /// Describe one.
+    Get(Call<GetCollection>),
+    /// Upsert points.
+    Upsert(Call<Upsert>),
+    /// Delete points.
+    Delete(Call<DeletePoints>),
+    /// Retrieve points.
+    Retrieve(Call<GetPoints>),
+    /// Search (batch).
+    Search(Call<Search>),
+    /// Count.
+    Count(Call<Count>),
+    /// Scroll.
+    Scroll(Call<abi_protocol::vector::Scroll>),
+    /// Snapshot all shards of a collection.
+    Snapshot(Call<Snapshot>),
+    /// Readiness.
+    Health(Call<Check>),
+    /// Start the collections found on disk (retried until the parent supervisor is known).
+    Bootstrap(u32),
+}
+
+macro_rules! from_call {
+    ($($req:ty => $var:ident),* $(,)?) => {$(
+        impl From<Call<$req>> for ManagerMsg {
+            fn from(c: Call<$req>) -> Self {
+                ManagerMsg::$var(c)
+            }
+        }
+    )*};
+}
+from_call!(CreateCollection => Create, DeleteCollection => Drop, ListCollections => List,
+    GetCollection => Get, Upsert => Upsert, DeletePoints => Delete, GetPoints => Retrieve,
+    Search => Search, Count => Count, abi_protocol::vector::Scroll => Scroll,
+    Snapshot => Snapshot, Check => Health);
+
+/// The manager actor.
+#[derive(Debug)]
+pub struct Manager;
+
+/// What the manager needs to start.
+#[derive(Debug, Clone)]
+pub struct ManagerArgs {
+    /// The local node.
+    pub node: Node,
+    /// Path of the `vector` supervisor (collections are its children).
+    pub parent: ActorPath,
+    /// `<data_dir>/vector`.
+    pub root: PathBuf,
+    /// Collections declared in the topology (created when missing on disk).
+    pub declared: Vec<CollectionConfig>,
+}
+
+/// Manager state.
+pub struct ManagerState {
+    args: ManagerArgs,
+    collections: HashMap<String, CollectionConfig>,
+    tasks: JoinSet<()>,
+}
+
+/// The child spec of one collection: a supervisor of its shard actors.
+pub fn collection_spec(root: &std::path::Path, cfg: &CollectionConfig) -> ChildSpec {
+    let dir = root.join(&cfg.name);
+    let mut sup = SupervisorSpec::new(Strategy::OneForOne);
+    for i in 0..cfg.shards {
+        let args = ShardArgs {
+            dir: shard_dir(&dir, i),
+            config: shard_config(cfg),
+        };
+        sup = sup.child(
+            ChildSpec::worker(format!("shard-{i}"), move |ctx| {
+                let args = args.clone();
+                async move {
+                    let r = ctx.spawn(ShardActor, args).await?;
+                    Ok(Started::new(r)
+                        .serves::<ShardUpsert>()
+                        .serves::<ShardDelete>()
+                        .serves::<ShardGet>()
+                        .serves::<ShardSearch>()
+                        .serves::<ShardCount>()
+                        .serves::<ShardScroll>()
+                        .serves::<ShardSnapshot>()
+                        .serves::<Check>())
+                }
+            })
+            // A stop writes a snapshot (index dump), which takes seconds on big shards.
+            .shutdown(Duration::from_secs(60)),
+        );
+    }
+    ChildSpec::supervisor(cfg.name.clone(), sup)
+}
+
+fn ask_err(e: AskError) -> VectorError {
+    match e {
+        AskError::Timeout { .. } => VectorError::Timeout(e.to_string()),
+        other => VectorError::Unavailable(other.to_string()),
+    }
+}
+
+fn shard_path(node: &Node, collection: &str, i: u32) -> Result<ActorPath, VectorError> {
+    node.path(&format!(
+        "{}/{collection}/shard-{i}",
+        abi_protocol::paths::VECTOR
+    ))
+    .map_err(|e| VectorError::BadRequest(e.to_string()))
+}
+
+fn remaining(deadline: Instant) -> Duration {
+    deadline
+        .saturating_duration_since(Instant::now())
+        .max(Duration::from_millis(1))
+}
+
+/// Asks shard `i`, folding transport errors into the reply's error.
+async fn ask_shard<R, T>(
+    node: &Node,
+    collection: &str,
+    i: u32,
+    req: R,
+    timeout: Duration,
+) -> Result<T, VectorError>
+where
+    R: Request<Reply = Result<T, VectorError>>,
+{
+    let path = shard_path(node, collection, i)?;
+    node.ask(&path, req, timeout).await.map_err(ask_err)?
+}
+
+impl ManagerState {
+    fn config(&self, name: &str) -> Result<CollectionConfig, VectorError> {
+        self.collections
+            .get(name)
+            .cloned()
+            .ok_or_else(|| VectorError::NotFound(name.to_string()))
+    }
+
+    /// Runs `fut` in a tracked task and sends its output to `reply`.
+    fn answer<T: Send + 'static>(
+        &mut self,
+        reply: ReplyTo<T>,
+        fut: impl std::future::Future<Output = T> + Send + 'static,
+    ) {
+        self.tasks.spawn(async move {
+            reply.send(fut.await);
+        });
+    }
+
+    async fn start_collection(&self, cfg: &CollectionConfig) -> Result<(), VectorError> {
+        let sup = self
+            .args
+            .node
+            .supervisor(&self.args.parent)
+            .ok_or_else(|| VectorError::Unavailable("vector supervisor is not running".into()))?;
+        if sup.child_names().iter().any(|n| n == &cfg.name) {
+            return Ok(());
+        }
+        sup.start_child(collection_spec(&self.args.root, cfg))
+            .await
+            .map_err(|e| VectorError::Unavailable(format!("starting {}: {e}", cfg.name)))
+    }
+
+    async fn count(
+        node: Node,
+        cfg: CollectionConfig,
+        q: Count,
+        deadline: Instant,
+    ) -> Result<u64, VectorError> {
+        if let Some(f) = &q.filter {
+            filter::validate(f).map_err(VectorError::BadRequest)?;
+        }
+        let asks = (0..cfg.shards).map(|i| {
+            ask_shard(
+                &node,
+                &cfg.name,
+                i,
+                ShardCount {
+                    filter: q.filter.clone(),
+                },
+                remaining(deadline),
+            )
+        });
+        let mut total = 0;
+        for r in join_all(asks).await {
+            total += r?;
+        }
+        Ok(total)
+    }
+}
+
+async fn search(
+    node: Node,
+    cfg: CollectionConfig,
+    req: Search,
+) -> Result<SearchResult, VectorError> {
+    for q in &req.queries {
+        crate::shard::check_vector(&q.vector, cfg.dim as usize, cfg.distance)?;
+        if let Some(f) = &q.filter {
+            filter::validate(f).map_err(VectorError::BadRequest)?;
+        }
+    }
+    let timeout = Duration::from_millis(req.timeout_ms.max(1) as u64);
+    let asks = (0..cfg.shards).map(|i| {
+        ask_shard(
+            &node,
+            &cfg.name,
+            i,
+            ShardSearch {
+                queries: req.queries.clone(),
+            },
+            timeout,
+        )
+    });
+    let mut per_query: Vec<Vec<Vec<abi_protocol::vector::ScoredPoint>>> =
+        vec![Vec::new(); req.queries.len()];
+    let mut missing = Vec::new();
+    for (i, r) in join_all(asks).await.into_iter().enumerate() {
+        match r {
+            Ok(lists) => {
+                for (q, list) in lists.into_iter().enumerate() {
+                    if let Some(slot) = per_query.get_mut(q) {
+                        slot.push(list);
+                    }
+                }
+            }
+            Err(e @ (VectorError::Timeout(_) | VectorError::Unavailable(_))) => {
+                if !req.allow_partial {
+                    return Err(match e {
+                        VectorError::Timeout(m) => {
+                            VectorError::Timeout(format!("shard {i} of {}: {m}", cfg.name))
+                        }
+                        other => other,
+                    });
+                }
+                missing.push(i as u32);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let hits = per_query
+        .into_iter()
+        .zip(&req.queries)
+        .map(|(lists, q)| merge_top_k(cfg.distance, lists, q.limit as usize, q.offset as usize))
+        .collect();
+    Ok(SearchResult {
+        hits,
+        missing_shards: missing,
+    })
+}
+
+async fn scroll(
+    node: Node,
+    cfg: CollectionConfig,
+    req: abi_protocol::vector::Scroll,
+    deadline: Instant,
+) -> Result<ScrollPage, VectorError> {
+    let limit = req.limit.max(1) as usize;
+    let asks = (0..cfg.shards).map(|i| {
+        ask_shard(
+            &node,
+            &cfg.name,
+            i,
+            ShardScroll {
+                offset: req.offset,
+                limit: limit as u32,
+                filter: req.filter.clone(),
+                with_payload: req.with_payload,
+                with_vector: req.with_vector,
+            },
+            remaining(deadline),
+        )
+    });
+    let mut points = Vec::new();
+    let mut nexts = Vec::new();
+    for r in join_all(asks).await {
+        let page = r?;
+        points.extend(page.points);
+        nexts.extend(page.next);
+    }
+    points.sort_by_key(|p| p.id);
+    let rest = points.split_off(points.len().min(limit));
+    let next = rest.first().map(|p| p.id).into_iter().chain(nexts).min();
+    Ok(ScrollPage { points, next })
+}
+
+impl Actor for Manager {
+    type Msg = ManagerMsg;
+    type State = ManagerState;
+    type Arguments = ManagerArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<ManagerMsg>,
+        args: ManagerArgs,
+    ) -> Result<ManagerState, ActorProcessingErr> {
+        let root = args.root.clone();
+        let declared = args.declared.clone();
+        // Reads and (for new declared collections) writes small files: blocking, off-executor.
+        let collections = tokio::task::spawn_blocking(move || {
+            let mut map: HashMap<String, CollectionConfig> = load_configs(&root)?
+                .into_iter()
+                .map(|c| (c.name.clone(), c))
+                .collect();
+            for cfg in declared {
+                validate_config(&cfg)?;
+                match map.get(&cfg.name) {
+                    Some(existing) if existing != &cfg => tracing::warn!(
+                        collection = %cfg.name,
+                        "declared collection differs from the one on disk; keeping the disk one"
+                    ),
+                    Some(_) => {}
+                    None => {
+                        save_config(&root.join(&cfg.name), &cfg)?;
+                        map.insert(cfg.name.clone(), cfg);
+                    }
+                }
+            }
+            Ok::<_, VectorError>(map)
+        })
+        .await??;
+        Ok(ManagerState {
+            args,
+            collections,
+            tasks: JoinSet::new(),
+        })
+    }
+
+    async fn post_start(
+        &self,
+        myself: ActorRef<ManagerMsg>,
+        _st: &mut ManagerState,
+    ) -> Result<(), ActorProcessingErr> {
+        myself.send_message(ManagerMsg::Bootstrap(0))?;
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<ManagerMsg>,
+        msg: ManagerMsg,
+        st: &mut ManagerState,
+    ) -> Result<(), ActorProcessingErr> {
+        while st.tasks.try_join_next().is_some() {}
+        let node = st.args.node.clone();
+        match msg {
+            ManagerMsg::Bootstrap(n) => {
+                if node.supervisor(&st.args.parent).is_none() {
+                    if n >= BOOTSTRAP_TRIES {
+                        return Err("vector supervisor never appeared".into());
+                    }
+                    // The parent registers itself right after its children started.
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    myself.send_message(ManagerMsg::Bootstrap(n + 1))?;
+                    return Ok(());
+                }
+                let mut cfgs: Vec<CollectionConfig> = st.collections.values().cloned().collect();
+                cfgs.sort_by(|a, b| a.name.cmp(&b.name));
+                for cfg in cfgs {
+                    if let Err(e) = st.start_collection(&cfg).await {
+                        tracing::error!(collection = %cfg.name, error = %e, "collection failed to start");
+                    }
+                }
+            }
+            ManagerMsg::Create(call) => {
+                let (req, reply) = call.into_parts();
+                let cfg = req.config;
+                let r = async {
+                    validate_config(&cfg)?;
+                    if cfg.name == MANAGER_NAME {
+                        return Err(VectorError::BadRequest(format!(
+                            "{MANAGER_NAME:?} is a reserved name"
+                        )));
+                    }
+                    if st.collections.contains_key(&cfg.name) {
+                        return Err(VectorError::AlreadyExists(cfg.name.clone()));
+                    }
+                    let dir = st.args.root.join(&cfg.name);
+                    let c = cfg.clone();
+                    tokio::task::spawn_blocking(move || save_config(&dir, &c))
+                        .await
+                        .map_err(|e| VectorError::Storage(e.to_string()))??;
+                    st.collections.insert(cfg.name.clone(), cfg.clone());
+                    if let Err(e) = st.start_collection(&cfg).await {
+                        st.collections.remove(&cfg.name);
+                        let dir = st.args.root.join(&cfg.name);
+                        let _ =
+                            tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await;
+                        return Err(e);
+                    }
+                    Ok(CollectionInfo {
+                        config: cfg.clone(),
+                        points: 0,
+                    })
+                }
+                .await;
+                reply.send(r);
+            }
+            ManagerMsg::Drop(call) => {
+                let (req, reply) = call.into_parts();
+                let r = async {
+                    if st.collections.remove(&req.name).is_none() {
+                        return Ok(false);
+                    }
+                    if let Some(sup) = node.supervisor(&st.args.parent) {
+                        match sup.terminate_child(&req.name).await {
+                            Ok(()) | Err(abi_runtime::SupervisorError::NoSuchChild(_)) => {}
+                            Err(e) => return Err(VectorError::Unavailable(e.to_string())),
+                        }
+                    }
+                    let dir = st.args.root.join(&req.name);
+                    tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir))
+                        .await
+                        .map_err(|e| VectorError::Storage(e.to_string()))?
+                        .map_err(|e| VectorError::Storage(format!("removing data: {e}")))?;
+                    Ok(true)
+                }
+                .await;
+                reply.send(r);
+            }
+            ManagerMsg::List(call) => {
+                let mut names: Vec<String> = st.collections.keys().cloned().collect();
+                names.sort();
+                call.reply(names);
+            }
+            ManagerMsg::Get(call) => {
+                let deadline = call.deadline();
+                let (req, reply) = call.into_parts();
+                match st.config(&req.name) {
+                    Err(e) => reply.send(Err(e)),
+                    Ok(cfg) => st.answer(reply, async move {
+                        let q = Count {
+                            collection: cfg.name.clone(),
+                            filter: None,
+                        };
+                        let points = ManagerState::count(node, cfg.clone(), q, deadline).await?;
+                        Ok(CollectionInfo {
+                            config: cfg,
+                            points,
+                        })
+                    }),
+                }
+            }
+            ManagerMsg::Upsert(call) => {
+                let deadline = call.deadline();
+                let (req, reply) = call.into_parts();
+                let routed = st
+                    .config(&req.collection)
+                    .and_then(|cfg| route_points(&cfg, req.points).map(|r| (cfg, r)));
+                match routed {
+                    Err(e) => reply.send(Err(e)),
+                    Ok((cfg, by_shard)) => st.answer(reply, async move {
+                        let asks = by_shard
+                            .into_iter()
+                            .enumerate()
+                            .filter(|(_, p)| !p.is_empty())
+                            .map(|(i, points)| {
+                                ask_shard(
+                                    &node,
+                                    &cfg.name,
+                                    i as u32,
+                                    ShardUpsert { points },
+                                    remaining(deadline),
+                                )
+                            });
+                        let mut seq = 0;
+                        for r in join_all(asks).await {
+                            seq = seq.max(r?.seq);
+                        }
+                        Ok(WriteAck { seq })
+                    }),
+                }
+            }
+            ManagerMsg::Delete(call) => {
+                let deadline = call.deadline();
+                let (req, reply) = call.into_parts();
+                match st.config(&req.collection) {
+                    Err(e) => reply.send(Err(e)),
+                    Ok(cfg) => st.answer(reply, async move {
+                        let by_shard = route_ids(req.ids, cfg.shards);
+                        let asks = by_shard
+                            .into_iter()
+                            .enumerate()
+                            .filter(|(_, p)| !p.is_empty())
+                            .map(|(i, ids)| {
+                                ask_shard(
+                                    &node,
+                                    &cfg.name,
+                                    i as u32,
+                                    ShardDelete { ids },
+                                    remaining(deadline),
+                                )
+                            });
+                        let mut seq = 0;
+                        for r in join_all(asks).await {
+                            seq = seq.max(r?.seq);
+                        }
+                        Ok(WriteAck { seq })
+                    }),
+                }
+            }
+            ManagerMsg::Retrieve(call) => {
+                let deadline = call.deadline();
+                let (req, reply) = call.into_parts();
+                match st.config(&req.collection) {
+                    Err(e) => reply.send(Err(e)),
+                    Ok(cfg) => st.answer(reply, async move {
+                        let order = req.ids.clone();
+                        let by_shard = route_ids(req.ids, cfg.shards);
+                        let asks = by_shard
+                            .into_iter()
+                            .enumerate()
+                            .filter(|(_, p)| !p.is_empty())
+                            .map(|(i, ids)| {
+                                ask_shard(
+                                    &node,
+                                    &cfg.name,
+                                    i as u32,
+                                    ShardGet {
+                                        ids,
+                                        with_payload: req.with_payload,
+                                        with_vector: req.with_vector,
+                                    },
+                                    remaining(deadline),
+                                )
+                            });
+                        let mut found = HashMap::new();
+                        for r in join_all(asks).await {
+                            for p in r? {
+                                found.insert(p.id, p);
+                            }
+                        }
+                        Ok(order.iter().filter_map(|id| found.remove(id)).collect())
+                    }),
+                }
+            }
+            ManagerMsg::Search(call) => {
+                let (req, reply) = call.into_parts();
+                match st.config(&req.collection) {
+                    Err(e) => reply.send(Err(e)),
+                    Ok(cfg) => st.answer(reply, search(node, cfg, req)),
+                }
+            }
+            ManagerMsg::Count(call) => {
+                let deadline = call.deadline();
+                let (req, reply) = call.into_parts();
+                match st.config(&req.collection) {
+                    Err(e) => reply.send(Err(e)),
+                    Ok(cfg) => st.answer(reply, ManagerState::count(node, cfg, req, deadline)),
+                }
+            }
+            ManagerMsg::Scroll(call) => {
+                let deadline = call.deadline();
+                let (req, reply) = call.into_parts();
+                match st.config(&req.collection) {
+                    Err(e) => reply.send(Err(e)),
+                    Ok(cfg) => st.answer(reply, scroll(node, cfg, req, deadline)),
+                }
+            }
+            ManagerMsg::Snapshot(call) => {
+                let deadline = call.deadline();
+                let (req, reply) = call.into_parts();
+                match st.config(&req.collection) {
+                    Err(e) => reply.send(Err(e)),
+                    Ok(cfg) => st.answer(reply, async move {
+                        let asks = (0..cfg.shards).map(|i| {
+                            ask_shard(&node, &cfg.name, i, ShardSnapshot, remaining(deadline))
+                        });
+                        let mut seq = 0;
+                        for r in join_all(asks).await {
+                            seq = seq.max(r?);
+                        }
+                        Ok(seq)
+                    }),
+                }
+            }
+            ManagerMsg::Health(call) => {
+                let deadline = call.deadline();
+                let (_, reply) = call.into_parts();
+                let cfgs: Vec<CollectionConfig> = st.collections.values().cloned().collect();
+                st.answer(reply, async move {
+                    let mut shards = 0;
+                    for cfg in cfgs {
+                        for i in 0..cfg.shards {
+                            let path = match shard_path(&node, &cfg.name, i) {
+                                Ok(p) => p,
+                                Err(e) => {
+                                    return Report {
+                                        ready: false,
+                                        detail: e.to_string(),
+                                    };
+                                }
+                            };
+                            match node.ask(&path, Check, remaining(deadline)).await {
+                                Ok(r) if r.ready => shards += 1,
+                                Ok(r) => {
+                                    return Report {
+                                        ready: false,
+                                        detail: format!("{path}: {}", r.detail),
+                                    };
+                                }
+                                Err(e) => {
+                                    return Report {
+                                        ready: false,
+                                        detail: format!("{path}: {e}"),
+                                    };
+                                }
+                            }
+                        }
+                    }
+                    Report {
+                        ready: true,
+                        detail: format!("{shards} shards answer"),
+                    }
+                });
+            }
+        }
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<ManagerMsg>,
+        st: &mut ManagerState,
+    ) -> Result<(), ActorProcessingErr> {
+        st.tasks.abort_all();
+        while st.tasks.join_next().await.is_some() {}
+        Ok(())
+    }
+}
+
+/// The `vector` subsystem: a supervisor whose first child is the manager (at
+/// [`MANAGER_PATH`]); collections are added under it by the manager.
+///
+/// `data_dir` is the node's data directory (collections live in `<data_dir>/vector/<name>`);
+/// `declared` are the `[[collection]]` entries of the topology.
+pub fn child_spec(data_dir: &std::path::Path, declared: Vec<CollectionConfig>) -> ChildSpec {
+    let root = data_dir.join(abi_protocol::paths::VECTOR);
+    let spec = SupervisorSpec::new(Strategy::OneForOne).child(ChildSpec::worker(
+        MANAGER_NAME,
+        move |ctx| {
+            let root = root.clone();
+            let declared = declared.clone();
+            async move {
+                let parent = ctx
+                    .node
+                    .path(abi_protocol::paths::VECTOR)
+                    .map_err(abi_runtime::StartError::msg)?;
+                ctx.node.register_health_check(ctx.path.clone());
+                let args = ManagerArgs {
+                    node: ctx.node.clone(),
+                    parent,
+                    root,
+                    declared,
+                };
+                let r = ctx.spawn(Manager, args).await?;
+                Ok(Started::new(r)
+                    .serves::<CreateCollection>()
+                    .serves::<DeleteCollection>()
+                    .serves::<ListCollections>()
+                    .serves::<GetCollection>()
+                    .serves::<Upsert>()
+                    .serves::<DeletePoints>()
+                    .serves::<GetPoints>()
+                    .serves::<Search>()
+                    .serves::<Count>()
+                    .serves::<abi_protocol::vector::Scroll>()
+                    .serves::<Snapshot>()
+                    .serves::<Check>())
+            }
+        },
+    ));
+    ChildSpec::supervisor(abi_protocol::paths::VECTOR, spec)
+}
+
+/// Re-exported so callers need not spell it: `vector/api`.
+pub use abi_protocol::vector::MANAGER_PATH;

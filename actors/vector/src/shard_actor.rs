@@ -1,0 +1,298 @@
+//! The actor that owns one [`Shard`], at `vector/<collection>/shard-<i>`.
+//!
+//! Writes are applied in mailbox order (the handler awaits the blocking apply); their fsync and
+//! the acknowledgement run in a tracked task so that concurrent writers share fsyncs (group
+//! commit). Reads run concurrently on blocking threads. Every task lives in the actor's
+//! `JoinSet` and is aborted when the actor stops; a final snapshot is written on stop.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use abi_protocol::health::{Check, Report};
+use abi_protocol::vector::VectorError;
+use abi_protocol::vector::WriteAck;
+use abi_protocol::vector::shard::{
+    ShardCount, ShardDelete, ShardGet, ShardScroll, ShardSearch, ShardSnapshot, ShardUpsert,
+};
+use abi_runtime::Call;
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tokio::task::JoinSet;
+
+use crate::shard::{Shard, ShardConfig};
+
+/// How often a shard with new writes snapshots itself.
+const SNAPSHOT_EVERY: Duration = Duration::from_secs(300);
+
+/// Messages of a shard actor: the requests it serves plus its own timer.
+pub enum ShardMsg {
+    /// Insert or replace.
+    Upsert(Call<ShardUpsert>),
+    /// Delete by id.
+    Delete(Call<ShardDelete>),
+    /// Get by id.
+    Get(Call<ShardGet>),
+    /// k-NN queries.
+    Search(Call<ShardSearch>),
+    /// Count.
+    Count(Call<ShardCount>),
+    /// Scroll.
+    Scroll(Call<ShardScroll>),
+    /// Snapshot now.
+    Snapshot(Call<ShardSnapshot>),
+    /// Readiness probe.
+    Health(Call<Check>),
+    /// Periodic snapshot timer.
+    Tick,
+}
+
+macro_rules! from_call {
+    ($($req:ty => $var:ident),* $(,)?) => {$(
+        impl From<Call<$req>> for ShardMsg {
+            fn from(c: Call<$req>) -> Self {
+                ShardMsg::$var(c)
+            }
+        }
+    )*};
+}
+from_call!(ShardUpsert => Upsert, ShardDelete => Delete, ShardGet => Get, ShardSearch => Search,
+    ShardCount => Count, ShardScroll => Scroll, ShardSnapshot => Snapshot, Check => Health);
+
+/// The shard actor (stateless handler; the shard lives in [`ShardState`]).
+#[derive(Debug)]
+pub struct ShardActor;
+
+/// Where a shard lives and how it is configured.
+#[derive(Debug, Clone)]
+pub struct ShardArgs {
+    /// Shard directory.
+    pub dir: PathBuf,
+    /// Engine configuration.
+    pub config: ShardConfig,
+}
+
+/// Runtime state of a shard actor.
+pub struct ShardState {
+    shard: Arc<Shard>,
+    tasks: JoinSet<()>,
+    timer: Option<tokio::task::JoinHandle<()>>,
+    dirty: bool,
+}
+
+fn join_err(e: tokio::task::JoinError) -> VectorError {
+    VectorError::Unavailable(format!("shard task failed: {e}"))
+}
+
+impl ShardState {
+    /// Runs `f` on a blocking thread in a tracked task and hands its result to `reply`.
+    fn read<T: Send + 'static>(
+        &mut self,
+        f: impl FnOnce(&Shard) -> Result<T, VectorError> + Send + 'static,
+        reply: impl FnOnce(Result<T, VectorError>) + Send + 'static,
+    ) {
+        let shard = Arc::clone(&self.shard);
+        self.tasks.spawn(async move {
+            let r = tokio::task::spawn_blocking(move || f(&shard))
+                .await
+                .map_err(join_err)
+                .and_then(|r| r);
+            reply(r);
+        });
+    }
+
+    /// Starts a compaction when tombstones call for one (at most one at a time).
+    fn maybe_compact(&mut self) {
+        if self.shard.needs_compaction() {
+            let shard = Arc::clone(&self.shard);
+            self.tasks.spawn(async move {
+                match tokio::task::spawn_blocking(move || shard.compact()).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => tracing::error!(error = %e, "shard compaction failed"),
+                    Err(e) => tracing::error!(error = %e, "shard compaction panicked"),
+                }
+            });
+        }
+    }
+}
+
+impl Actor for ShardActor {
+    type Msg = ShardMsg;
+    type State = ShardState;
+    type Arguments = ShardArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<ShardMsg>,
+        args: ShardArgs,
+    ) -> Result<ShardState, ActorProcessingErr> {
+        // Opening replays the WAL: blocking work, off the executor.
+        let shard =
+            tokio::task::spawn_blocking(move || Shard::open(&args.dir, args.config)).await??;
+        let timer = myself.send_interval(SNAPSHOT_EVERY, || ShardMsg::Tick);
+        Ok(ShardState {
+            shard: Arc::new(shard),
+            tasks: JoinSet::new(),
+            timer: Some(timer),
+            dirty: false,
+        })
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<ShardMsg>,
+        msg: ShardMsg,
+        st: &mut ShardState,
+    ) -> Result<(), ActorProcessingErr> {
+        while st.tasks.try_join_next().is_some() {}
+        match msg {
+            ShardMsg::Upsert(call) => {
+                let (req, reply) = call.into_parts();
+                let shard = Arc::clone(&st.shard);
+                let applied = tokio::task::spawn_blocking(move || shard.upsert(req.points))
+                    .await
+                    .map_err(join_err)
+                    .and_then(|r| r);
+                write_done(st, applied, reply)?;
+            }
+            ShardMsg::Delete(call) => {
+                let (req, reply) = call.into_parts();
+                let shard = Arc::clone(&st.shard);
+                let applied = tokio::task::spawn_blocking(move || shard.delete(req.ids))
+                    .await
+                    .map_err(join_err)
+                    .and_then(|r| r);
+                write_done(st, applied, reply)?;
+            }
+            ShardMsg::Get(call) => {
+                let (req, reply) = call.into_parts();
+                st.read(
+                    move |s| Ok(s.get(&req.ids, req.with_payload, req.with_vector)),
+                    move |r| reply.send(r),
+                );
+            }
+            ShardMsg::Search(call) => {
+                let (req, reply) = call.into_parts();
+                st.read(
+                    move |s| req.queries.iter().map(|q| s.search(q)).collect(),
+                    move |r| reply.send(r),
+                );
+            }
+            ShardMsg::Count(call) => {
+                let (req, reply) = call.into_parts();
+                st.read(
+                    move |s| s.count(req.filter.as_ref()),
+                    move |r| reply.send(r),
+                );
+            }
+            ShardMsg::Scroll(call) => {
+                let (req, reply) = call.into_parts();
+                st.read(
+                    move |s| {
+                        s.scroll(
+                            req.offset,
+                            req.limit as usize,
+                            req.filter.as_ref(),
+                            req.with_payload,
+                            req.with_vector,
+                        )
+                    },
+                    move |r| reply.send(r),
+                );
+            }
+            ShardMsg::Snapshot(call) => {
+                let shard = Arc::clone(&st.shard);
+                let r = tokio::task::spawn_blocking(move || shard.snapshot())
+                    .await
+                    .map_err(join_err)
+                    .and_then(|r| r);
+                if r.is_ok() {
+                    st.dirty = false;
+                }
+                call.reply(r);
+            }
+            ShardMsg::Health(call) => {
+                let (_, reply) = call.into_parts();
+                st.read(
+                    |s| s.count(None),
+                    move |r| {
+                        reply.send(match r {
+                            Ok(n) => Report {
+                                ready: true,
+                                detail: format!("shard answers: {n} points"),
+                            },
+                            Err(e) => Report {
+                                ready: false,
+                                detail: e.to_string(),
+                            },
+                        })
+                    },
+                );
+            }
+            ShardMsg::Tick => {
+                if st.dirty {
+                    let shard = Arc::clone(&st.shard);
+                    match tokio::task::spawn_blocking(move || shard.snapshot()).await {
+                        Ok(Ok(_)) => st.dirty = false,
+                        Ok(Err(e)) => tracing::error!(error = %e, "periodic snapshot failed"),
+                        Err(e) => tracing::error!(error = %e, "periodic snapshot panicked"),
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<ShardMsg>,
+        st: &mut ShardState,
+    ) -> Result<(), ActorProcessingErr> {
+        if let Some(t) = st.timer.take() {
+            t.abort();
+        }
+        st.tasks.abort_all();
+        while st.tasks.join_next().await.is_some() {}
+        if st.dirty {
+            let shard = Arc::clone(&st.shard);
+            match tokio::task::spawn_blocking(move || shard.snapshot()).await {
+                Ok(Ok(seq)) => tracing::info!(seq, "shard snapshot on stop"),
+                Ok(Err(e)) => tracing::error!(error = %e, "snapshot on stop failed"),
+                Err(e) => tracing::error!(error = %e, "snapshot on stop panicked"),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// After a write was applied: acknowledge once durable (in a tracked task, so concurrent
+/// writes share fsyncs). A storage failure stops the actor so that its supervisor restarts
+/// it from disk, where the unacknowledged write may or may not be.
+fn write_done(
+    st: &mut ShardState,
+    applied: Result<u64, VectorError>,
+    reply: abi_runtime::ReplyTo<Result<WriteAck, VectorError>>,
+) -> Result<(), ActorProcessingErr> {
+    match applied {
+        Ok(seq) => {
+            st.dirty = true;
+            let shard = Arc::clone(&st.shard);
+            st.tasks.spawn(async move {
+                let r = tokio::task::spawn_blocking(move || shard.sync_to(seq))
+                    .await
+                    .map_err(join_err)
+                    .and_then(|r| r);
+                reply.send(r.map(|()| WriteAck { seq }));
+            });
+            st.maybe_compact();
+            Ok(())
+        }
+        Err(VectorError::Storage(m)) => {
+            reply.send(Err(VectorError::Storage(m.clone())));
+            Err(format!("shard storage failure: {m}").into())
+        }
+        Err(e) => {
+            reply.send(Err(e));
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,92 @@
+//! The membership actor: owns the [`ClusterHandle`] (heartbeat task and
+//! discovery registration) under the node's supervisor, answers
+//! `membership::ListNodes`, and leaves the cluster gracefully when stopped.
+
+use std::sync::Arc;
+
+use abi_protocol::membership::{ListNodes, PATH};
+use abi_runtime::{Call, ChildSpec, Started};
+use abi_transport::Transport;
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tokio::sync::broadcast;
+use tracing::warn;
+
+use crate::{Cluster, ClusterHandle, Discovery, MemberInfo, MembershipConfig, MembershipEvent};
+
+/// What the membership actor needs to start (cloned on every restart).
+#[derive(Clone)]
+pub struct MembershipArgs {
+    /// The node's transport (heartbeats, dialling seeds).
+    pub transport: Transport,
+    /// The discovery backend.
+    pub discovery: Arc<dyn Discovery>,
+    /// This node's record.
+    pub me: MemberInfo,
+    /// Failure-detection timing.
+    pub timing: MembershipConfig,
+    /// Where membership events are published (Raft, placement, gateway, dashboard
+    /// subscribe with `events.subscribe()`); survives actor restarts.
+    pub events: broadcast::Sender<MembershipEvent>,
+}
+
+impl std::fmt::Debug for MembershipArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MembershipArgs")
+            .field("me", &self.me)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The actor serving [`ListNodes`].
+#[derive(Debug)]
+pub struct MembershipActor;
+
+impl Actor for MembershipActor {
+    type Msg = Call<ListNodes>;
+    type State = Option<ClusterHandle>;
+    type Arguments = MembershipArgs;
+
+    async fn pre_start(
+        &self,
+        _me: ActorRef<Self::Msg>,
+        a: MembershipArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let handle =
+            Cluster::start_with_events(a.transport, a.discovery, a.me, a.timing, a.events).await?;
+        Ok(Some(handle))
+    }
+
+    async fn handle(
+        &self,
+        _me: ActorRef<Self::Msg>,
+        call: Call<ListNodes>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        call.reply(state.as_ref().map(ClusterHandle::nodes).unwrap_or_default());
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _me: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        if let Some(h) = state.take()
+            && let Err(e) = h.leave().await
+        {
+            warn!(error = %e, "could not deregister from discovery");
+        }
+        Ok(())
+    }
+}
+
+/// The supervisor child for membership, registered at `<node>/membership`.
+pub fn child_spec(args: MembershipArgs) -> ChildSpec {
+    ChildSpec::worker(PATH, move |ctx| {
+        let args = args.clone();
+        async move {
+            let r = ctx.spawn(MembershipActor, args).await?;
+            Ok(Started::new(r).serves::<ListNodes>())
+        }
+    })
+}

@@ -1,0 +1,121 @@
+//! Glue to `abi-runtime` (feature `runtime`): [`Transport`] implements the
+//! runtime's `Remote` trait, and [`node_handler`] delivers inbound envelopes
+//! to a `Node`. Errors map both ways without loss for every runtime variant,
+//! so a remote `NoSuchActor` or `Unsupported` reaches the caller as itself.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use abi_protocol::ActorPath;
+use abi_runtime::{AskError, Node, Remote};
+use futures::future::BoxFuture;
+
+use crate::{Inbound, InboundHandler, RemoteError, RequestMeta, Transport};
+
+impl From<AskError> for RemoteError {
+    fn from(e: AskError) -> Self {
+        match e {
+            AskError::Timeout { path, timeout_ms } => RemoteError::Timeout { path, timeout_ms },
+            AskError::NoSuchActor(p) => RemoteError::NoSuchActor(p),
+            AskError::ActorStopped(p) => RemoteError::ActorStopped(p),
+            AskError::PeerUnreachable { node, reason } => {
+                RemoteError::PeerUnreachable { node, reason }
+            }
+            AskError::StaleIncarnation {
+                path,
+                wanted,
+                current,
+            } => RemoteError::StaleIncarnation {
+                path,
+                wanted,
+                current,
+            },
+            AskError::Unsupported { path, type_name } => {
+                RemoteError::Unsupported { path, type_name }
+            }
+            AskError::Codec(m) => RemoteError::Codec(m),
+        }
+    }
+}
+
+/// What a caller of `node.ask` sees for a transport error on the way to `to`.
+///
+/// Transport-only failures (refused handshake, version mismatch, unknown
+/// address, shutdown) all mean "that node cannot be reached" to a caller.
+pub fn to_ask_error(e: RemoteError, to: &ActorPath) -> AskError {
+    let unreachable = |reason: String| AskError::PeerUnreachable {
+        node: to.node.to_string(),
+        reason,
+    };
+    match e {
+        RemoteError::Timeout { path, timeout_ms } => AskError::Timeout { path, timeout_ms },
+        RemoteError::NoSuchActor(p) => AskError::NoSuchActor(p),
+        RemoteError::ActorStopped(p) => AskError::ActorStopped(p),
+        RemoteError::Unsupported { path, type_name } => AskError::Unsupported { path, type_name },
+        RemoteError::Codec(m) => AskError::Codec(m),
+        RemoteError::PeerUnreachable { node, reason } => AskError::PeerUnreachable { node, reason },
+        RemoteError::StaleIncarnation {
+            path,
+            wanted,
+            current,
+        } => AskError::StaleIncarnation {
+            path,
+            wanted,
+            current,
+        },
+        e
+        @ (RemoteError::TooLarge { .. } | RemoteError::BadFrame(_) | RemoteError::Delivery(_)) => {
+            AskError::Codec(e.to_string())
+        }
+        e @ (RemoteError::UnknownPeer(_)
+        | RemoteError::VersionMismatch { .. }
+        | RemoteError::Refused(_)
+        | RemoteError::Shutdown) => unreachable(e.to_string()),
+    }
+}
+
+impl Remote for Transport {
+    fn ask_raw(
+        &self,
+        to: ActorPath,
+        type_name: &'static str,
+        payload: Vec<u8>,
+        deadline: Instant,
+    ) -> BoxFuture<'static, Result<Vec<u8>, AskError>> {
+        let t = self.clone();
+        Box::pin(async move {
+            t.ask(
+                to.clone(),
+                type_name,
+                payload,
+                deadline,
+                RequestMeta::default(),
+            )
+            .await
+            .map_err(|e| to_ask_error(e, &to))
+        })
+    }
+
+    fn tell_raw(
+        &self,
+        to: ActorPath,
+        type_name: &'static str,
+        payload: Vec<u8>,
+    ) -> Result<(), AskError> {
+        self.tell_queued(to.clone(), type_name, payload)
+            .map_err(|e| to_ask_error(e, &to))
+    }
+}
+
+/// The inbound handler that hands every received envelope to `node.deliver_raw`.
+///
+/// Wiring: `let t = Transport::bind(id, inc, &files, cfg, node_handler(node.clone()))?;
+/// node.set_remote(Arc::new(t.clone()));`
+pub fn node_handler(node: Node) -> Arc<dyn InboundHandler> {
+    Arc::new(
+        move |m: Inbound| -> BoxFuture<'static, Result<Vec<u8>, RemoteError>> {
+            let fut = node.deliver_raw(&m.to, &m.type_name, &m.payload, m.deadline, m.want_reply);
+            Box::pin(async move { fut.await.map_err(RemoteError::from) })
+        },
+    )
+}
