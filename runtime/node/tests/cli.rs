@@ -116,10 +116,19 @@ fn a_killed_actor_is_restarted_and_too_many_failures_escalate() {
         let tree = abi_tests::get(&format!("{}/v1/cluster/actors", node.http))
             .ok()?
             .json();
-        let gw = tree["children"][0].clone();
+        let gw = tree["children"]
+            .as_array()?
+            .iter()
+            .find(|c| c["path"] == "esc/gateway")?
+            .clone();
         (gw["restarts"] == 2 && gw["last_failure"]["reason"] == "killed").then_some(())
     });
-    assert!(got.is_some(), "kill counted; log:\n{}", node.logs());
+    assert!(
+        got.is_some(),
+        "kill counted; tree: {}\nlog:\n{}",
+        node.get("/v1/cluster/actors").body,
+        node.logs()
+    );
 
     // Second failure within 30 s exceeds max_restarts = 1: the root escalates
     // and the node reports it and exits non-zero.
@@ -295,11 +304,36 @@ fn a_cluster_file_needs_node_id_and_flags_select_the_node() {
         .expect("run");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--node-id"));
+    // The example names a TLS dir; give node-b real certificates.
+    let ca = dir.join("ca");
+    let tls = dir.join("tls");
+    for args in [
+        vec!["certs".to_string(), "init".into(), ca.display().to_string()],
+        vec![
+            "certs".into(),
+            "issue".into(),
+            "--ca".into(),
+            ca.display().to_string(),
+            "--node".into(),
+            "node-b".into(),
+            "--out".into(),
+            tls.display().to_string(),
+        ],
+    ] {
+        let out = Command::new(bin()).args(&args).output().expect("certs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     let opts = NodeOptions::fresh(&bin(), &dir)
         .arg("--config")
         .arg(cfg.display().to_string())
         .arg("--node-id")
-        .arg("node-b");
+        .arg("node-b")
+        .arg("--tls-dir")
+        .arg(tls.display().to_string());
     let node = NodeProcess::start(opts, READY);
     assert_eq!(node.get("/health").json()["node"], "node-b");
 }
