@@ -168,6 +168,23 @@ async fn bench_raw(r: &ActorRef<RawMsg>) -> Stats {
     }
 }
 
+async fn bench_raw_t(r: &ActorRef<RawMsg>) -> Stats {
+    let mut lat = Vec::with_capacity(N);
+    let t0 = Instant::now();
+    for i in 0..N as u64 {
+        let t = Instant::now();
+        let v = ractor::call_t!(r, RawMsg::Ping, 5000, i).expect("raw call with timeout");
+        std::hint::black_box(v);
+        lat.push(t.elapsed());
+    }
+    let el = t0.elapsed();
+    Stats {
+        per_sec: N as f64 / el.as_secs_f64(),
+        p50: pct(&mut lat, 0.5),
+        p99: pct(&mut lat, 0.99),
+    }
+}
+
 async fn bench_ask(node: &Node, path: &abi_protocol::ActorPath) -> Stats {
     let mut lat = Vec::with_capacity(N);
     let t0 = Instant::now();
@@ -199,7 +216,12 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    rt.block_on(async {
+    // Measured from a worker thread (as a caller actor would be), not from block_on's thread.
+    rt.block_on(async { tokio::spawn(run()).await.expect("bench task") });
+}
+
+async fn run() {
+    {
         let node = Node::new(NodeId::new("bench").expect("id"), 1);
         let spec = SupervisorSpec::new(Strategy::OneForOne)
             .intensity(1_000_000, Duration::from_secs(1))
@@ -226,12 +248,13 @@ fn main() {
         // Warm up, then alternate rounds so drift hits both equally.
         bench_raw(&raw).await;
         bench_ask(&node, &path).await;
-        let (mut raw_r, mut ask_r) = (Vec::new(), Vec::new());
+        let (mut raw_r, mut ask_r, mut rawt_r) = (Vec::new(), Vec::new(), Vec::new());
         let (mut raw_p50, mut ask_p50, mut raw_p99, mut ask_p99) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for _ in 0..ROUNDS {
             let r = bench_raw(&raw).await;
             let a = bench_ask(&node, &path).await;
+            rawt_r.push(bench_raw_t(&raw).await.per_sec);
             raw_r.push(r.per_sec);
             ask_r.push(a.per_sec);
             raw_p50.push(r.p50);
@@ -252,6 +275,13 @@ fn main() {
         println!("round trip, {N} sequential calls, median of {ROUNDS} rounds, 2 worker threads");
         report("bare ractor call! (RpcReplyPort)", &r);
         report("abi Node::ask (path, deadline)", &a);
+        let rt_med = median(rawt_r);
+        println!(
+            "{:<34} {:>12.0} calls/s   (ask / this: {:.3}x)",
+            "bare ractor call_t! (5 s timeout)",
+            rt_med,
+            a.per_sec / rt_med
+        );
         println!(
             "ask / bare: throughput {:.3}x, p50 {:.3}x, p99 {:.3}x   (overhead {:+.1}% calls/s)",
             a.per_sec / r.per_sec,
@@ -311,7 +341,7 @@ fn main() {
         let tree = root.supervisor().tree();
         println!("restarts recorded: {}", tree.children[0].restarts);
         root.shutdown(Duration::from_secs(5)).await;
-    });
+    }
 }
 
 fn rand_gen() -> u64 {

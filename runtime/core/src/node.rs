@@ -15,6 +15,9 @@ use crate::registry::Registry;
 use crate::supervisor::{RootHandle, SupervisorRef, SupervisorSpec};
 use crate::{AskError, Call, Remote, ReplyTo, StartError};
 
+/// Scheduler turns an ask waits for a reply before arming its deadline timer.
+const YIELDS_BEFORE_TIMER: usize = 2;
+
 /// Cheap-clone handle to the local node, given to every actor.
 ///
 /// `ask` and `tell` take an [`ActorPath`]: a path on this node goes straight
@@ -199,7 +202,22 @@ impl Node {
         route(Call::new(req, ReplyTo::new(Some(tx), deadline)))
             .map_err(|()| AskError::ActorStopped(to.to_string()))?;
         drop(mailbox);
-        match tokio::time::timeout(timeout, rx).await {
+        // Most replies arrive within microseconds: give the actor a couple of
+        // scheduler turns before arming a timer, whose registration in the
+        // timer wheel would otherwise dominate the cost of a local ask.
+        let mut rx = rx;
+        for _ in 0..YIELDS_BEFORE_TIMER {
+            tokio::task::yield_now().await;
+            match rx.try_recv() {
+                Ok(reply) => return Ok(reply),
+                Err(oneshot::error::TryRecvError::Closed) => {
+                    return Err(AskError::ActorStopped(to.to_string()));
+                }
+                Err(oneshot::error::TryRecvError::Empty) => {}
+            }
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, rx).await {
             Ok(Ok(reply)) => Ok(reply),
             Ok(Err(_)) => Err(AskError::ActorStopped(to.to_string())),
             Err(_) => Err(AskError::Timeout {
