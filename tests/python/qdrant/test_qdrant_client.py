@@ -13,7 +13,11 @@ from qdrant_client.http.exceptions import UnexpectedResponse
 
 @pytest.fixture()
 def client(abi_http):
-    c = QdrantClient(url=abi_http, prefer_grpc=False, check_compatibility=False, timeout=60)
+    # Default compatibility check on: abi answers `GET /` with the API version it follows.
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        c = QdrantClient(url=abi_http, prefer_grpc=False, timeout=60)
     yield c
     c.close()
 

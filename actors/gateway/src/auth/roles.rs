@@ -16,6 +16,7 @@ pub enum Access {
 
 /// `(method, pattern, access)`; `{x}` matches one segment, `{x:.*}` one or more.
 pub const ROUTES: &[(&str, &str, Access)] = &[
+    ("GET", "/", Access::Open),
     ("GET", "/health", Access::Open),
     ("GET", "/ready", Access::Open),
     ("GET", "/dashboard", Access::Open),

@@ -13,7 +13,8 @@ const DASHBOARD_HTML: &str = include_str!("../../assets/dashboard.html");
 
 /// Registers the observation routes.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/metrics", web::get().to(metrics))
+    cfg.route("/", web::get().to(root))
+        .route("/metrics", web::get().to(metrics))
         .route("/dashboard", web::get().to(dashboard))
         .route("/dashboard/", web::get().to(dashboard))
         .route("/v1/cluster/snapshot", web::get().to(snapshot))
@@ -66,6 +67,21 @@ fn to_text_format(open_metrics: &str) -> String {
         out.push('\n');
     }
     out
+}
+
+/// The Qdrant REST API level our collections subset follows (tested with that
+/// `qdrant-client`), reported where Qdrant reports its version so the official
+/// client's compatibility check passes.
+const QDRANT_API_VERSION: &str = "1.20.0";
+
+/// Server identity, as Qdrant answers `GET /`.
+async fn root(state: web::Data<GatewayState>) -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({
+        "title": "abi — Qdrant-compatible collections API (subset)",
+        "version": QDRANT_API_VERSION,
+        "abi_version": env!("CARGO_PKG_VERSION"),
+        "node": state.node.id().as_str(),
+    }))
 }
 
 /// The supervisor dashboard: one self-contained page, no external assets.
