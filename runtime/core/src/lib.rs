@@ -50,6 +50,7 @@
 //! ```
 
 pub mod call;
+mod deadline;
 pub mod error;
 pub mod events;
 pub mod metrics;

@@ -9,14 +9,12 @@ use futures::future::BoxFuture;
 use parking_lot::RwLock;
 use tokio::sync::oneshot;
 
+use crate::deadline::Reaper;
 use crate::events::EventLog;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::supervisor::{RootHandle, SupervisorRef, SupervisorSpec};
 use crate::{AskError, Call, Remote, ReplyTo, StartError};
-
-/// Scheduler turns an ask waits for a reply before arming its deadline timer.
-const YIELDS_BEFORE_TIMER: usize = 2;
 
 /// Cheap-clone handle to the local node, given to every actor.
 ///
@@ -37,6 +35,19 @@ struct Inner {
     health_checks: RwLock<Vec<ActorPath>>,
     events: EventLog,
     metrics: Metrics,
+    reaper: Arc<Reaper>,
+}
+
+/// Waits for the reply or the deadline, whichever comes first.
+async fn wait<T>(
+    rx: oneshot::Receiver<T>,
+    mut reg: crate::deadline::Registration,
+) -> Result<Result<T, oneshot::error::RecvError>, ()> {
+    tokio::select! {
+        biased;
+        r = rx => Ok(r),
+        _ = &mut reg.expired => Err(()),
+    }
 }
 
 impl std::fmt::Debug for Node {
@@ -61,6 +72,7 @@ impl Node {
                 health_checks: RwLock::new(Vec::new()),
                 events: EventLog::new(1024),
                 metrics: Metrics::new(),
+                reaper: Arc::new(Reaper::default()),
             }),
         }
     }
@@ -202,22 +214,8 @@ impl Node {
         route(Call::new(req, ReplyTo::new(Some(tx), deadline)))
             .map_err(|()| AskError::ActorStopped(to.to_string()))?;
         drop(mailbox);
-        // Most replies arrive within microseconds: give the actor a couple of
-        // scheduler turns before arming a timer, whose registration in the
-        // timer wheel would otherwise dominate the cost of a local ask.
-        let mut rx = rx;
-        for _ in 0..YIELDS_BEFORE_TIMER {
-            tokio::task::yield_now().await;
-            match rx.try_recv() {
-                Ok(reply) => return Ok(reply),
-                Err(oneshot::error::TryRecvError::Closed) => {
-                    return Err(AskError::ActorStopped(to.to_string()));
-                }
-                Err(oneshot::error::TryRecvError::Empty) => {}
-            }
-        }
-        let left = deadline.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(left, rx).await {
+        let reg = self.inner.reaper.register(deadline);
+        match wait(rx, reg).await {
             Ok(Ok(reply)) => Ok(reply),
             Ok(Err(_)) => Err(AskError::ActorStopped(to.to_string())),
             Err(_) => Err(AskError::Timeout {
