@@ -194,30 +194,13 @@ async fn restart(
     state: web::Data<GatewayState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let raw = path.into_inner();
-    let (parent, name) = parent_and_leaf(&raw)?;
-    if hits_self(
+    command(
         &state,
-        &parent
-            .child(&name)
-            .map_err(|e| ApiError::bad_request(e.to_string()))?,
-    ) {
-        state.node.tell(&parent, RestartChild { name })?;
-        return Ok(
-            HttpResponse::Accepted().json(serde_json::json!({ "path": raw, "restarting": true }))
-        );
-    }
-    let r = state
-        .node
-        .ask(&parent, RestartChild { name }, state.request_timeout)
-        .await
-        .map_err(|e| match e {
-            abi_runtime::AskError::Unsupported { .. } | abi_runtime::AskError::NoSuchActor(_) => {
-                ApiError::not_found(format!("no supervised actor at {raw:?}"))
-            }
-            other => other.into(),
-        })?;
-    command_result(&raw, r, "restarted")
+        path.into_inner(),
+        |name| RestartChild { name },
+        "restarted",
+    )
+    .await
 }
 
 /// Kills an actor abruptly, as a crash would (fault injection for operators and tests).
@@ -225,27 +208,45 @@ async fn kill(
     state: web::Data<GatewayState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let raw = path.into_inner();
-    let (parent, name) = parent_and_leaf(&raw)?;
-    if hits_self(
+    command(
         &state,
-        &parent
-            .child(&name)
-            .map_err(|e| ApiError::bad_request(e.to_string()))?,
-    ) {
-        // Give the answer a moment to leave before this gateway dies.
+        path.into_inner(),
+        |name| KillChild { name },
+        "killed",
+    )
+    .await
+}
+
+/// Sends an operator command to the supervisor of the actor at `raw`.
+async fn command<R>(
+    state: &GatewayState,
+    raw: String,
+    make: fn(String) -> R,
+    done: &str,
+) -> Result<HttpResponse, ApiError>
+where
+    R: abi_protocol::Request<Reply = Result<(), CommandError>>,
+{
+    let (parent, name) = parent_and_leaf(&raw)?;
+    let target = parent
+        .child(&name)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    if hits_self(state, &target) {
+        // Answer first: the command stops this very gateway. The short delay
+        // lets the 202 leave before an abrupt kill closes the connection.
         let node = state.node.clone();
+        let msg = make(name);
         actix_web::rt::spawn(async move {
             tokio::time::sleep(Duration::from_millis(50)).await;
-            let _ = node.tell(&parent, KillChild { name });
+            let _ = node.tell(&parent, msg);
         });
         return Ok(
-            HttpResponse::Accepted().json(serde_json::json!({ "path": raw, "killing": true }))
+            HttpResponse::Accepted().json(serde_json::json!({ "path": raw, "accepted": done }))
         );
     }
     let r = state
         .node
-        .ask(&parent, KillChild { name }, state.request_timeout)
+        .ask(&parent, make(name), state.request_timeout)
         .await
         .map_err(|e| match e {
             abi_runtime::AskError::Unsupported { .. } | abi_runtime::AskError::NoSuchActor(_) => {
@@ -253,7 +254,7 @@ async fn kill(
             }
             other => other.into(),
         })?;
-    command_result(&raw, r, "killed")
+    command_result(&raw, r, done)
 }
 
 /// Re-reads the keys file (also done on SIGHUP): rotation and revocation without restart.
