@@ -152,14 +152,19 @@ async fn static_seeds_form_a_cluster_detect_death_and_rejoin() {
     })
     .await;
     eprintln!("cluster formed in {took:?}");
-    // Labels travel with gossip.
-    let b_view = b.nodes();
-    let c_row = b_view
-        .iter()
-        .find(|v| v.id == id("c"))
-        .expect("c known to b");
-    assert_eq!(c_row.labels.get("zone").map(String::as_str), Some("c"));
-    assert_eq!(c_row.addr, c_addr.to_string());
+    // Labels travel with gossip (b may first learn c's bare address from a, then its record).
+    wait_for(
+        "c's record, labels included, on b",
+        Duration::from_secs(5),
+        || {
+            b.nodes().iter().any(|v| {
+                v.id == id("c")
+                    && v.labels.get("zone").map(String::as_str) == Some("c")
+                    && v.addr == c_addr.to_string()
+            })
+        },
+    )
+    .await;
 
     // c dies abruptly: no leave, heartbeats stop.
     drop(c);
