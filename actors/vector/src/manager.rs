@@ -172,6 +172,30 @@ where
     node.ask(&path, req, timeout).await.map_err(ask_err)?
 }
 
+/// Sends one write per non-empty shard batch, concurrently, and acknowledges
+/// with the highest WAL sequence once every shard has made its part durable.
+async fn write_to_shards<T, R>(
+    node: &Node,
+    collection: &str,
+    by_shard: Vec<Vec<T>>,
+    make: impl Fn(Vec<T>) -> R,
+    deadline: Instant,
+) -> Result<WriteAck, VectorError>
+where
+    R: Request<Reply = Result<WriteAck, VectorError>>,
+{
+    let asks = by_shard
+        .into_iter()
+        .enumerate()
+        .filter(|(_, batch)| !batch.is_empty())
+        .map(|(i, batch)| ask_shard(node, collection, i as u32, make(batch), remaining(deadline)));
+    let mut seq = 0;
+    for r in join_all(asks).await {
+        seq = seq.max(r?.seq);
+    }
+    Ok(WriteAck { seq })
+}
+
 impl ManagerState {
     fn config(&self, name: &str) -> Result<CollectionConfig, VectorError> {
         self.collections
@@ -494,24 +518,8 @@ impl Actor for Manager {
                 match routed {
                     Err(e) => reply.send(Err(e)),
                     Ok((cfg, by_shard)) => st.answer(reply, async move {
-                        let asks = by_shard
-                            .into_iter()
-                            .enumerate()
-                            .filter(|(_, p)| !p.is_empty())
-                            .map(|(i, points)| {
-                                ask_shard(
-                                    &node,
-                                    &cfg.name,
-                                    i as u32,
-                                    ShardUpsert { points },
-                                    remaining(deadline),
-                                )
-                            });
-                        let mut seq = 0;
-                        for r in join_all(asks).await {
-                            seq = seq.max(r?.seq);
-                        }
-                        Ok(WriteAck { seq })
+                        let upsert = |points| ShardUpsert { points };
+                        write_to_shards(&node, &cfg.name, by_shard, upsert, deadline).await
                     }),
                 }
             }
@@ -522,24 +530,8 @@ impl Actor for Manager {
                     Err(e) => reply.send(Err(e)),
                     Ok(cfg) => st.answer(reply, async move {
                         let by_shard = route_ids(req.ids, cfg.shards);
-                        let asks = by_shard
-                            .into_iter()
-                            .enumerate()
-                            .filter(|(_, p)| !p.is_empty())
-                            .map(|(i, ids)| {
-                                ask_shard(
-                                    &node,
-                                    &cfg.name,
-                                    i as u32,
-                                    ShardDelete { ids },
-                                    remaining(deadline),
-                                )
-                            });
-                        let mut seq = 0;
-                        for r in join_all(asks).await {
-                            seq = seq.max(r?.seq);
-                        }
-                        Ok(WriteAck { seq })
+                        let delete = |ids| ShardDelete { ids };
+                        write_to_shards(&node, &cfg.name, by_shard, delete, deadline).await
                     }),
                 }
             }
