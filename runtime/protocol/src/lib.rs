@@ -13,6 +13,7 @@
 //! - [`health`]: the readiness probe every subsystem can answer.
 //! - [`paths`]: well-known actor names, so callers do not spell strings.
 //! - [`error`]: the JSON error body clients see.
+//! - [`raft`]: proposals, reads and membership changes of the cluster metadata group.
 
 pub mod codec;
 pub mod error;
@@ -22,6 +23,7 @@ pub mod inference;
 pub mod membership;
 pub mod path;
 pub mod paths;
+pub mod raft;
 pub mod request;
 pub mod supervision;
 pub mod vector;

@@ -1,0 +1,22 @@
+//! The cluster metadata Raft group: [openraft] over the abi transport, with the log in
+//! redb and the replicated [`ClusterMeta`](abi_protocol::raft::ClusterMeta) as state
+//! machine.
+//!
+//! # Layout
+//! - [`types`]: the openraft type configuration and member naming.
+//! - [`log_store`]: the durable log, vote and commit index (redb).
+//! - [`state_machine`]: the applied metadata and its snapshots.
+//! - [`rpc`] / [`network`]: the Raft RPCs as abi requests between `raft` actors.
+//! - [`actor`]: the supervised actor serving the group at `<node>/raft`.
+
+pub mod actor;
+pub mod log_store;
+pub mod network;
+pub mod rpc;
+pub mod state_machine;
+pub mod types;
+
+pub use actor::{RaftActor, RaftConfig, child_spec};
+pub use network::LearnAddr;
+pub use state_machine::MetaView;
+pub use types::{Member, member_id};
