@@ -78,6 +78,16 @@ pub fn post_json(url: &str, body: &Value) -> Result<Reply, String> {
     finish(agent().post(url).send_json(body))
 }
 
+/// PUT a JSON body to `url`.
+pub fn put_json(url: &str, body: &Value) -> Result<Reply, String> {
+    finish(agent().put(url).send_json(body))
+}
+
+/// DELETE `url`.
+pub fn delete(url: &str) -> Result<Reply, String> {
+    finish(agent().delete(url).call())
+}
+
 /// POST raw bytes with a content type.
 pub fn post_raw(url: &str, content_type: &str, body: &[u8]) -> Result<Reply, String> {
     finish(

@@ -6,6 +6,7 @@ pub mod membership;
 pub mod observe;
 pub mod openai;
 pub mod qdrant;
+pub mod raft;
 
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 
@@ -19,6 +20,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     membership::configure(cfg);
     observe::configure(cfg);
     qdrant::configure(cfg);
+    raft::configure(cfg);
 }
 
 /// JSON 404 for unknown routes.

@@ -407,9 +407,21 @@ impl Ctx {
             let path = ActorPath::new(to, 0, abi_protocol::raft::PATH)
                 .map_err(|e| RaftFailure::Internal(e.to_string()))?;
             let ttl = deadline.saturating_duration_since(Instant::now());
-            let err = match self.node.ask(&path, req.clone(), ttl).await {
-                Ok(r) => return r,
-                Err(e) => e,
+            let old = member_id(&leader.name);
+            let mut metrics = self.raft.metrics();
+            // A leader killed mid-request never answers; the group electing another one is
+            // the earliest sign. Every metadata command is idempotent (set, delete,
+            // membership targets), so re-sending to the new leader is safe.
+            let moved = metrics.wait_for(|m| m.current_leader.is_some_and(|l| l != old));
+            let err = tokio::select! {
+                r = self.node.ask(&path, req.clone(), ttl) => match r {
+                    Ok(r) => return r,
+                    Err(e) => e,
+                },
+                Ok(_) = moved => AskError::PeerUnreachable {
+                    node: leader.name.clone(),
+                    reason: "leadership moved while the request was in flight".into(),
+                },
             };
             let undelivered = matches!(
                 err,
@@ -422,7 +434,10 @@ impl Ctx {
             if !undelivered || Instant::now() + RETRY_PAUSE >= deadline {
                 return Err(failure);
             }
-            tokio::time::sleep(RETRY_PAUSE).await;
+            if self.raft.metrics().borrow().current_leader == Some(old) {
+                // Not known to have moved yet: give the group a moment.
+                tokio::time::sleep(RETRY_PAUSE).await;
+            }
             let m = self.raft.metrics().borrow().clone();
             let next = m
                 .current_leader
@@ -502,7 +517,11 @@ impl Ctx {
             .await
     }
 
-    async fn read_once(&self, req: ReadMeta, deadline: Instant) -> Result<ClusterMeta, RaftFailure> {
+    async fn read_once(
+        &self,
+        req: ReadMeta,
+        deadline: Instant,
+    ) -> Result<ClusterMeta, RaftFailure> {
         if !req.linearizable {
             return Ok(self.view.meta());
         }
@@ -546,7 +565,8 @@ impl Ctx {
     ) -> Result<RaftStatus, RaftFailure> {
         let res = match &req.change {
             MembershipChange::AddLearner { node, addr } => {
-                let id = NodeId::new(node.clone()).map_err(|e| RaftFailure::Invalid(e.to_string()))?;
+                let id =
+                    NodeId::new(node.clone()).map_err(|e| RaftFailure::Invalid(e.to_string()))?;
                 let _: std::net::SocketAddr = addr
                     .parse()
                     .map_err(|e| RaftFailure::Invalid(format!("address {addr:?}: {e}")))?;
@@ -619,10 +639,9 @@ impl Ctx {
             .iter()
             .map(|n| {
                 let id = member_id(n);
-                m.membership()
-                    .get_node(&id)
-                    .map(|_| id)
-                    .ok_or_else(|| RaftFailure::Invalid(format!("{n} is not a member of the group")))
+                m.membership().get_node(&id).map(|_| id).ok_or_else(|| {
+                    RaftFailure::Invalid(format!("{n} is not a member of the group"))
+                })
             })
             .collect()
     }

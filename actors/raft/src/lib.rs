@@ -9,6 +9,9 @@
 //! - [`rpc`] / [`network`]: the Raft RPCs as abi requests between `raft` actors.
 //! - [`actor`]: the supervised actor serving the group at `<node>/raft`.
 
+// openraft's trait signatures fix `StorageError` (224 bytes) as the error type.
+#![allow(clippy::result_large_err)]
+
 pub mod actor;
 pub mod log_store;
 pub mod network;

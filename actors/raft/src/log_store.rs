@@ -198,7 +198,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     {
         let rows = entries
             .into_iter()
-            .map(|e| Ok((e.log_id.index, postcard::to_allocvec(&e).map_err(codec_err)?)))
+            .map(|e| {
+                Ok((
+                    e.log_id.index,
+                    postcard::to_allocvec(&e).map_err(codec_err)?,
+                ))
+            })
             .collect::<Result<Vec<_>, StorageError>>()?;
         let res = self
             .blocking(move |db| {

@@ -147,14 +147,23 @@ async fn group_elects_replicates_survives_restart_and_changes_membership() {
         members.push(start(&router, dir.path(), n, &voters, 20).await);
     }
     let leader = wait_leader(&members[0].node, "a").await;
-    let follower = voters.iter().find(|n| **n != leader).copied().expect("follower");
+    let follower = voters
+        .iter()
+        .find(|n| **n != leader)
+        .copied()
+        .expect("follower");
 
     // A proposal made on a follower is forwarded to the leader.
     let applied = propose(&members[0].node, follower, put("k0", "v0")).await;
     assert_eq!(applied.leader, leader);
     for i in 1..50 {
         let on = voters[i % 3];
-        propose(&members[0].node, on, put(&format!("k{i}"), &format!("v{i}"))).await;
+        propose(
+            &members[0].node,
+            on,
+            put(&format!("k{i}"), &format!("v{i}")),
+        )
+        .await;
     }
     // Every member reads every acknowledged write (linearizable reads go to the leader).
     for n in voters {
@@ -170,7 +179,10 @@ async fn group_elects_replicates_survives_restart_and_changes_membership() {
     // Stop the leader: the others elect a new one and keep accepting writes.
     let li = voters.iter().position(|n| *n == leader).expect("idx");
     let old = members.remove(li);
-    router.0.lock().remove(&NodeId::new(leader.clone()).expect("id"));
+    router
+        .0
+        .lock()
+        .remove(&NodeId::new(leader.clone()).expect("id"));
     let _ = old.root.shutdown(Duration::from_secs(2)).await;
     let alive: Vec<&str> = voters.iter().copied().filter(|n| *n != leader).collect();
     let t = Instant::now();

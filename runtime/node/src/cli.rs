@@ -56,8 +56,50 @@ pub enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// The cluster metadata Raft group of a running node (over its HTTP gateway).
+    Cluster {
+        #[command(flatten)]
+        target: ClusterTarget,
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
     /// Print the version.
     Version,
+}
+
+/// Which node's gateway a `cluster` command talks to.
+#[derive(Debug, Args)]
+pub struct ClusterTarget {
+    /// Gateway base URL of any member.
+    #[arg(long, default_value = "http://127.0.0.1:8080", env = "ABI_URL")]
+    pub url: String,
+    /// API key (admin for membership changes) when the gateway has auth on.
+    #[arg(long, env = "ABI_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Leader, term, commit index, voters and learners.
+    Status,
+    /// Add a node as a learner (it receives the log, does not vote); waits until it caught up.
+    AddLearner {
+        /// Node id.
+        node: String,
+        /// Its QUIC address (host:port).
+        addr: String,
+    },
+    /// Promote learners to voters.
+    Promote {
+        /// Node ids.
+        #[arg(required = true)]
+        nodes: Vec<String>,
+    },
+    /// Remove a voter or learner from the group.
+    Remove {
+        /// Node id.
+        node: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -135,3 +135,59 @@ pub async fn start(r: &Resolved, node: &Node) -> anyhow::Result<Option<Cluster>>
         membership,
     }))
 }
+
+/// The Raft group child, when the topology has `[raft]`.
+///
+/// Initial voters are named in TOML and must be declared `[[nodes]]` (their QUIC
+/// addresses come from there); a node outside `voters` starts with an empty group and
+/// joins when an operator adds it (`abi-node cluster add-learner`).
+pub fn raft_child(r: &Resolved, cluster: Option<&Cluster>) -> anyhow::Result<Option<ChildSpec>> {
+    let Some(raft) = &r.topology.raft else {
+        return Ok(None);
+    };
+    let addr_of = |n: &abi_topology::NodeSpec| n.advertise.unwrap_or(n.listen).to_string();
+    let mut bootstrap = Vec::new();
+    for v in &raft.voters {
+        let spec = if *v == r.me.id {
+            Some(&r.me)
+        } else {
+            r.topology.nodes.iter().find(|n| n.id == *v)
+        };
+        let spec =
+            spec.with_context(|| format!("raft voter {v:?} is not a declared [[nodes]] entry"))?;
+        bootstrap.push(abi_raft::Member {
+            name: v.clone(),
+            addr: addr_of(spec),
+        });
+    }
+    let remote_voters = raft.voters.iter().any(|v| *v != r.me.id);
+    let learn: abi_raft::LearnAddr = match cluster {
+        Some(c) => {
+            let t = c.transport.clone();
+            Arc::new(
+                move |id: &NodeId, addr: &str| match addr.parse::<SocketAddr>() {
+                    Ok(a) => t.add_peer(id.clone(), a),
+                    Err(e) => {
+                        tracing::warn!(node = %id, addr, error = %e, "bad raft member address")
+                    }
+                },
+            )
+        }
+        None if remote_voters => anyhow::bail!(
+            "[raft] names other voters but no TLS: the group needs the cluster transport (--tls-dir)"
+        ),
+        None => Arc::new(|_: &NodeId, _: &str| {}),
+    };
+    Ok(Some(abi_raft::child_spec(abi_raft::RaftConfig {
+        dir: r.me.data_dir.join(abi_protocol::paths::RAFT),
+        me: abi_raft::Member {
+            name: r.me.id.clone(),
+            addr: addr_of(&r.me),
+        },
+        bootstrap,
+        election_timeout_ms: raft.election_timeout_ms,
+        heartbeat_ms: raft.heartbeat_ms,
+        snapshot_every: raft.snapshot_every,
+        learn,
+    })))
+}

@@ -3,6 +3,7 @@
 
 mod cli;
 mod cluster;
+mod cluster_cli;
 mod config;
 mod demo;
 mod keys;
@@ -33,6 +34,7 @@ fn main() -> ExitCode {
             }
         },
         cli::Command::Certs { command } => cluster::certs(command),
+        cli::Command::Cluster { target, command } => cluster_cli::main(&target, command),
         cli::Command::Demo { nodes, dir } => demo::main(nodes, &dir),
         cli::Command::Version => {
             println!("abi-node {}", env!("CARGO_PKG_VERSION"));

@@ -197,6 +197,10 @@ async fn serve(r: Resolved, shutdown_timeout: Duration) -> anyhow::Result<ExitCo
     if let Some(c) = &cluster {
         spec = spec.child(c.membership.clone());
     }
+    // Metadata before the subsystems that will react to it.
+    if let Some(raft) = crate::cluster::raft_child(&r, cluster.as_ref())? {
+        spec = spec.child(raft);
+    }
     let spec = children(&r, &security, spec);
     let root = node
         .start_root(spec)

@@ -38,6 +38,35 @@ pub const ROUTES: &[(&str, &str, Access)] = &[
         Access::Role(Role::Admin),
     ),
     ("POST", "/v1/admin/keys/reload", Access::Role(Role::Admin)),
+    // Raft group and replicated metadata.
+    ("GET", "/v1/cluster/raft", Access::Role(Role::Reader)),
+    (
+        "POST",
+        "/v1/cluster/raft/learners",
+        Access::Role(Role::Admin),
+    ),
+    ("POST", "/v1/cluster/raft/voters", Access::Role(Role::Admin)),
+    (
+        "DELETE",
+        "/v1/cluster/raft/members/{node}",
+        Access::Role(Role::Admin),
+    ),
+    ("GET", "/v1/cluster/meta", Access::Role(Role::Reader)),
+    (
+        "GET",
+        "/v1/cluster/meta/kv/{key}",
+        Access::Role(Role::Reader),
+    ),
+    (
+        "PUT",
+        "/v1/cluster/meta/kv/{key}",
+        Access::Role(Role::Writer),
+    ),
+    (
+        "DELETE",
+        "/v1/cluster/meta/kv/{key}",
+        Access::Role(Role::Writer),
+    ),
     // OpenAI-compatible inference.
     ("GET", "/v1/models", Access::Role(Role::Reader)),
     ("GET", "/v1/models/{model}", Access::Role(Role::Reader)),

@@ -1,0 +1,406 @@
+//! The cluster metadata Raft group with real `abi-node` processes on loopback (QUIC with
+//! mutual TLS): concurrent writers while the leader is SIGKILLed and restarted, then a
+//! checker; and a membership change (learner, promotion, removal) under load.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use abi_tests::{NodeOptions, NodeProcess, Value, eventually, free_port, temp_dir};
+use parking_lot::Mutex;
+use serde_json::json;
+
+fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_abi-node"))
+}
+
+fn cli(args: &[&str]) -> String {
+    let out = Command::new(bin())
+        .args(args)
+        .output()
+        .expect("run abi-node");
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+struct Spec {
+    id: String,
+    quic: u16,
+    http: u16,
+    tls: PathBuf,
+    dir: PathBuf,
+}
+
+impl Spec {
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http)
+    }
+}
+
+/// Certificates and ports for `n` nodes; the first `voters` are declared in TOML and
+/// form the initial group.
+fn setup(root: &Path, n: usize, voters: usize) -> (Vec<Spec>, PathBuf) {
+    let ca = root.join("ca");
+    cli(&["certs", "init", ca.to_str().expect("utf8")]);
+    let specs: Vec<Spec> = (1..=n)
+        .map(|i| {
+            let id = format!("n{i}");
+            let dir = root.join(&id);
+            let tls = dir.join("tls");
+            cli(&[
+                "certs",
+                "issue",
+                "--ca",
+                ca.to_str().expect("utf8"),
+                "--node",
+                &id,
+                "--out",
+                tls.to_str().expect("utf8"),
+            ]);
+            Spec {
+                id,
+                quic: free_port(),
+                http: free_port(),
+                tls,
+                dir,
+            }
+        })
+        .collect();
+    let seeds: Vec<String> = specs
+        .iter()
+        .map(|s| format!("\"127.0.0.1:{}\"", s.quic))
+        .collect();
+    let mut toml = format!(
+        "[cluster]\nname = \"raft\"\ndiscovery = {{ kind = \"static\", seeds = [{}] }}\n\n\
+         [membership]\nheartbeat_ms = 200\nsuspect_ms = 600\ndead_ms = 1500\n\n",
+        seeds.join(", ")
+    );
+    for s in &specs {
+        toml += &format!(
+            "[[nodes]]\nid = \"{}\"\nlisten = \"127.0.0.1:{}\"\nhttp = \"127.0.0.1:{}\"\ndata_dir = \"{}\"\n\n",
+            s.id,
+            s.quic,
+            s.http,
+            s.dir.join("data").display()
+        );
+    }
+    let names: Vec<String> = specs[..voters]
+        .iter()
+        .map(|s| format!("\"{}\"", s.id))
+        .collect();
+    toml += &format!(
+        "[raft]\nvoters = [{}]\nelection_timeout_ms = 300\nheartbeat_ms = 100\nsnapshot_every = 100\n",
+        names.join(", ")
+    );
+    let config = root.join("abi.toml");
+    std::fs::write(&config, toml).expect("config");
+    (specs, config)
+}
+
+fn start(s: &Spec, config: &Path) -> NodeProcess {
+    std::fs::create_dir_all(&s.dir).expect("dir");
+    let mut opts = NodeOptions::fresh(&bin(), &s.dir);
+    opts.http = ([127, 0, 0, 1], s.http).into();
+    opts.args = vec![
+        "--config".into(),
+        config.display().to_string(),
+        "--node-id".into(),
+        s.id.clone(),
+        "--listen".into(),
+        format!("127.0.0.1:{}", s.quic),
+        "--http".into(),
+        format!("127.0.0.1:{}", s.http),
+        "--data-dir".into(),
+        s.dir.join("data").display().to_string(),
+        "--tls-dir".into(),
+        s.tls.display().to_string(),
+    ];
+    NodeProcess::start(opts, Duration::from_secs(30))
+}
+
+fn raft(url: &str) -> Option<Value> {
+    let r = abi_tests::get(&format!("{url}/v1/cluster/raft")).ok()?;
+    (r.status == 200).then(|| r.json())
+}
+
+/// Waits until every listed node reports the same leader (not `not`); returns it.
+fn agreed_leader(urls: &[String], within: Duration) -> String {
+    agreed_leader_not(urls, "", within)
+}
+
+fn agreed_leader_not(urls: &[String], not: &str, within: Duration) -> String {
+    eventually(within, || {
+        let leaders: BTreeSet<String> = urls
+            .iter()
+            .map(|u| raft(u).and_then(|s| s["leader"].as_str().map(String::from)))
+            .collect::<Option<_>>()?;
+        if leaders.len() != 1 {
+            return None;
+        }
+        leaders.into_iter().next().filter(|l| l != not)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "no agreed leader: {:?}",
+            urls.iter().map(|u| raft(u)).collect::<Vec<_>>()
+        )
+    })
+}
+
+/// What the writers got acknowledged.
+#[derive(Default)]
+struct Acked {
+    puts: BTreeSet<String>,
+    deletes: BTreeSet<String>,
+    /// Time of every acknowledged write.
+    times: Vec<Instant>,
+    failures: usize,
+}
+
+/// A writer: unique keys, every fourth operation deletes one of its own acknowledged keys.
+/// Tries the nodes in turn, so a dead node only costs a connection refusal.
+fn writer(w: usize, urls: Arc<Vec<String>>, stop: Arc<AtomicBool>, acked: Arc<Mutex<Acked>>) {
+    let mut mine: Vec<String> = Vec::new();
+    let mut i = 0usize;
+    let mut target = w;
+    while !stop.load(Ordering::Relaxed) {
+        let url = &urls[target % urls.len()];
+        let (res, key, delete) = if i % 4 == 3 && !mine.is_empty() {
+            let key = mine.remove(0);
+            let r = abi_tests::delete(&format!("{url}/v1/cluster/meta/kv/{key}"));
+            (r, key, true)
+        } else {
+            let key = format!("w{w}-{i}");
+            let r = abi_tests::put_json(
+                &format!("{url}/v1/cluster/meta/kv/{key}"),
+                &json!({ "value": format!("value of {key}") }),
+            );
+            (r, key, false)
+        };
+        match res {
+            Ok(r) if r.status == 200 => {
+                let mut a = acked.lock();
+                a.times.push(Instant::now());
+                if delete {
+                    a.deletes.insert(key);
+                } else {
+                    a.puts.insert(key.clone());
+                    mine.push(key);
+                }
+                i += 1;
+            }
+            _ => {
+                acked.lock().failures += 1;
+                // A delete whose outcome is unknown is not retried with another key
+                // (its key is neither acknowledged-present nor acknowledged-absent).
+                if !delete {
+                    i += 1;
+                }
+                target += 1;
+                thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+/// Every acknowledged put is present unless acknowledged deleted, and no acknowledged
+/// delete came back, on `url`'s local state.
+fn check(url: &str, acked: &Acked) -> Result<(), String> {
+    let r = abi_tests::get(&format!("{url}/v1/cluster/meta?consistency=local"))?;
+    if r.status != 200 {
+        return Err(format!("{url}: {}", r.body));
+    }
+    let kv = r.json()["kv"].clone();
+    for k in &acked.puts {
+        if !acked.deletes.contains(k) && kv.get(k).is_none() {
+            return Err(format!("{url}: acknowledged put {k} is missing"));
+        }
+    }
+    for k in &acked.deletes {
+        if kv.get(k).is_some() {
+            return Err(format!("{url}: acknowledged delete {k} came back"));
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn leader_sigkill_loses_no_acknowledged_write() {
+    let root = temp_dir("raft-kill");
+    let (specs, config) = setup(&root, 3, 3);
+    let mut nodes: Vec<NodeProcess> = specs.iter().map(|s| start(s, &config)).collect();
+    let urls: Vec<String> = specs.iter().map(Spec::url).collect();
+    let leader = agreed_leader(&urls, Duration::from_secs(30));
+    let term0 = raft(&urls[0]).expect("status")["term"]
+        .as_u64()
+        .unwrap_or(0);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(Mutex::new(Acked::default()));
+    let shared = Arc::new(urls.clone());
+    let writers: Vec<_> = (0..3)
+        .map(|w| {
+            let (u, s, a) = (shared.clone(), stop.clone(), acked.clone());
+            thread::spawn(move || writer(w, u, s, a))
+        })
+        .collect();
+    thread::sleep(Duration::from_secs(3));
+    let before = acked.lock().puts.len();
+    assert!(
+        before > 20,
+        "writers made progress before the kill: {before}"
+    );
+
+    // SIGKILL the leader.
+    let li = specs
+        .iter()
+        .position(|s| s.id == leader)
+        .expect("leader idx");
+    let killed_at = Instant::now();
+    nodes[li].kill();
+    let others: Vec<String> = urls
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != li)
+        .map(|(_, u)| u.clone())
+        .collect();
+    let resumed = eventually(Duration::from_secs(20), || {
+        acked
+            .lock()
+            .times
+            .iter()
+            .find(|t| **t > killed_at)
+            .map(|t| t.duration_since(killed_at))
+    })
+    .expect("writes resumed after the leader was killed");
+    eprintln!("leader {leader} SIGKILLed: writes succeeded again after {resumed:?}");
+    let new_leader = agreed_leader_not(&others, &leader, Duration::from_secs(20));
+    assert_ne!(new_leader, leader);
+    let term1 = raft(&others[0]).expect("status")["term"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(term1 > term0, "a new term: {term0} -> {term1}");
+    thread::sleep(Duration::from_secs(2));
+
+    // Restart the old leader on its data dir; it catches up (log tail or snapshot).
+    nodes[li] = start(&specs[li], &config);
+    thread::sleep(Duration::from_secs(2));
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        w.join().expect("writer");
+    }
+    let acked = acked.lock();
+    eprintln!(
+        "acknowledged: {} puts, {} deletes; {} failed attempts",
+        acked.puts.len(),
+        acked.deletes.len(),
+        acked.failures
+    );
+    assert!(acked.puts.len() > before, "writes resumed");
+
+    // Every node, including the restarted one, converges on every acknowledged write.
+    for url in &urls {
+        let ok = eventually(Duration::from_secs(20), || check(url, &acked).ok());
+        if ok.is_none() {
+            panic!("{}", check(url, &acked).expect_err("failed"));
+        }
+    }
+    // Linearizable reads through any node agree too.
+    for url in &urls {
+        let r = abi_tests::get(&format!("{url}/v1/cluster/meta")).expect("read");
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    let s = raft(&urls[li]).expect("restarted status");
+    assert_eq!(s["leader"].as_str(), Some(new_leader.as_str()), "{s}");
+    assert!(
+        s["snapshot_index"].as_u64().is_some(),
+        "snapshots taken: {s}"
+    );
+}
+
+#[test]
+fn learner_promotion_and_voter_removal_under_load() {
+    let root = temp_dir("raft-members");
+    let (specs, config) = setup(&root, 4, 3);
+    let _nodes: Vec<NodeProcess> = specs.iter().map(|s| start(s, &config)).collect();
+    let urls: Vec<String> = specs.iter().map(Spec::url).collect();
+    agreed_leader(&urls[..3], Duration::from_secs(30));
+    // n4 runs but is not in the group yet.
+    let s4 = raft(&urls[3]).expect("n4 status");
+    assert!(
+        s4["voters"].as_array().is_some_and(|v| v.is_empty()),
+        "{s4}"
+    );
+
+    // Writers through n2 and n3 (n1 will be removed) keep going throughout.
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(Mutex::new(Acked::default()));
+    let targets = Arc::new(vec![urls[1].clone(), urls[2].clone()]);
+    let writers: Vec<_> = (0..2)
+        .map(|w| {
+            let (u, s, a) = (targets.clone(), stop.clone(), acked.clone());
+            thread::spawn(move || writer(w, u, s, a))
+        })
+        .collect();
+    thread::sleep(Duration::from_secs(1));
+
+    // Through the CLI, as an operator would.
+    let n4_addr = format!("127.0.0.1:{}", specs[3].quic);
+    let out = cli(&["cluster", "--url", &urls[1], "add-learner", "n4", &n4_addr]);
+    assert!(out.contains("\"n4\""), "{out}");
+    let out = cli(&["cluster", "--url", &urls[2], "promote", "n4"]);
+    let v: Value = serde_json::from_str(&out).expect("json");
+    assert!(
+        v["voters"]
+            .as_array()
+            .expect("voters")
+            .contains(&json!("n4")),
+        "{out}"
+    );
+    let out = cli(&["cluster", "--url", &urls[1], "remove", "n1"]);
+    let v: Value = serde_json::from_str(&out).expect("json");
+    let voters: BTreeSet<String> = v["voters"]
+        .as_array()
+        .expect("voters")
+        .iter()
+        .filter_map(|x| x.as_str().map(String::from))
+        .collect();
+    assert_eq!(
+        voters,
+        ["n2", "n3", "n4"].iter().map(|s| s.to_string()).collect()
+    );
+    thread::sleep(Duration::from_secs(1));
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        w.join().expect("writer");
+    }
+    let acked = acked.lock();
+    eprintln!(
+        "during membership changes: {} puts, {} deletes acknowledged, {} failed",
+        acked.puts.len(),
+        acked.deletes.len(),
+        acked.failures
+    );
+    assert_eq!(acked.failures, 0, "the cluster kept serving throughout");
+    let leader = agreed_leader(&urls[1..], Duration::from_secs(20));
+    assert_ne!(leader, "n1");
+    // The new voter has every acknowledged write.
+    let ok = eventually(Duration::from_secs(20), || check(&urls[3], &acked).ok());
+    assert!(ok.is_some(), "{:?}", check(&urls[3], &acked));
+    // Bad requests get clear 4xx errors.
+    let r = abi_tests::post_json(
+        &format!("{}/v1/cluster/raft/voters", urls[1]),
+        &json!({ "nodes": ["nope"] }),
+    )
+    .expect("http");
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("nope"), "{}", r.body);
+}
