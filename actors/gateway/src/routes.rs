@@ -7,6 +7,7 @@ pub mod observe;
 pub mod openai;
 pub mod qdrant;
 pub mod raft;
+pub mod text_vectors;
 
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 

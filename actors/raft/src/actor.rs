@@ -23,6 +23,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::task::JoinSet;
 
 use crate::log_store::LogStore;
+use crate::metrics::{Outcome, RaftMetrics};
 use crate::network::{LearnAddr, Network};
 use crate::rpc::{AppendRpc, SnapshotRpc, VoteRpc};
 use crate::state_machine::{MetaView, StateMachine};
@@ -106,6 +107,7 @@ from_call!(
 /// Shared by the request tasks.
 #[derive(Clone)]
 struct Ctx {
+    metrics: RaftMetrics,
     raft: Raft,
     node: Node,
     me: Member,
@@ -200,15 +202,24 @@ impl Actor for RaftActor {
                 Err(e) => tracing::debug!(error = %e, "raft initialise skipped"),
             }
         }
+        let metrics = node.metrics().get_or_init(RaftMetrics::register);
+        let mut tasks = JoinSet::new();
+        tasks.spawn(watch_metrics(
+            raft.clone(),
+            metrics.clone(),
+            node.clone(),
+            c.me.name.clone(),
+        ));
         Ok(RaftState {
             ctx: Ctx {
+                metrics,
                 raft,
                 node,
                 me: c.me,
                 view,
                 learn: c.learn,
             },
-            tasks: JoinSet::new(),
+            tasks,
         })
     }
 
@@ -258,9 +269,28 @@ impl Actor for RaftActor {
             RaftMsg::Propose(call) => {
                 let deadline = call.deadline();
                 let (req, reply) = call.into_parts();
-                state
-                    .tasks
-                    .spawn(async move { reply.send(ctx.propose(req, deadline).await) });
+                state.tasks.spawn(async move {
+                    let t = Instant::now();
+                    let r = ctx.propose(req, deadline).await;
+                    ctx.metrics
+                        .proposal_seconds
+                        .observe(t.elapsed().as_secs_f64());
+                    let outcome = match &r {
+                        Ok(_) => "ok",
+                        Err(RaftFailure::NoLeader) => "no_leader",
+                        Err(RaftFailure::LeaderUnreachable { .. }) => "leader_unreachable",
+                        Err(RaftFailure::TooManyForwards(_)) => "too_many_forwards",
+                        Err(RaftFailure::Invalid(_)) => "invalid",
+                        Err(RaftFailure::Disabled | RaftFailure::Internal(_)) => "error",
+                    };
+                    ctx.metrics
+                        .proposals
+                        .get_or_create(&Outcome {
+                            outcome: outcome.into(),
+                        })
+                        .inc();
+                    reply.send(r);
+                });
             }
             RaftMsg::Read(call) => {
                 let deadline = call.deadline();
@@ -301,6 +331,43 @@ impl Actor for RaftActor {
             tracing::warn!(error = %e, "raft core did not shut down cleanly");
         }
         Ok(())
+    }
+}
+
+/// Mirrors openraft's metrics into Prometheus and logs leader changes as node events.
+async fn watch_metrics(raft: Raft, m: RaftMetrics, node: Node, me: String) {
+    let mut rx = raft.metrics();
+    let mut leader = None;
+    loop {
+        let r = rx.borrow_and_update().clone();
+        m.term.set(r.current_term as i64);
+        m.is_leader.set(i64::from(r.state == ServerState::Leader));
+        let applied = r.last_applied.map_or(0, |l| l.index);
+        let last = r.last_log_index.unwrap_or(0);
+        m.commit_index.set(applied as i64);
+        m.last_log_index.set(last as i64);
+        m.apply_lag.set(last.saturating_sub(applied) as i64);
+        if r.current_leader != leader {
+            leader = r.current_leader;
+            m.leader_changes.inc();
+            let name = leader.and_then(|id| {
+                r.membership_config
+                    .membership()
+                    .get_node(&id)
+                    .map(|n| n.name.clone())
+            });
+            node.events().push(
+                format!("{me}/{}", abi_protocol::raft::PATH),
+                abi_runtime::events::EventKind::LeaderChanged,
+                match name {
+                    Some(n) => format!("raft leader is {n} (term {})", r.current_term),
+                    None => format!("raft has no leader (term {})", r.current_term),
+                },
+            );
+        }
+        if rx.changed().await.is_err() {
+            return;
+        }
     }
 }
 

@@ -7,6 +7,7 @@
 //! - [`log_store`]: the durable log, vote and commit index (redb).
 //! - [`state_machine`]: the applied metadata and its snapshots.
 //! - [`rpc`] / [`network`]: the Raft RPCs as abi requests between `raft` actors.
+//! - [`metrics`]: term, leadership, commit index, apply lag, proposals.
 //! - [`actor`]: the supervised actor serving the group at `<node>/raft`.
 
 // openraft's trait signatures fix `StorageError` (224 bytes) as the error type.
@@ -14,6 +15,7 @@
 
 pub mod actor;
 pub mod log_store;
+pub mod metrics;
 pub mod network;
 pub mod rpc;
 pub mod state_machine;

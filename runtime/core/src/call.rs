@@ -4,7 +4,6 @@ use std::fmt;
 use std::time::Instant;
 
 use abi_protocol::Request;
-use tokio::sync::oneshot;
 
 /// A request delivered to an actor, with the means to answer it.
 ///
@@ -55,19 +54,19 @@ impl<R: Request> fmt::Debug for Call<R> {
 
 /// The answering half of a [`Call`]; can be moved to another task or thread.
 pub struct ReplyTo<T> {
-    tx: Option<oneshot::Sender<T>>,
+    tx: Option<crate::reply::Sender<T>>,
     deadline: Instant,
 }
 
 impl<T> ReplyTo<T> {
-    pub(crate) fn new(tx: Option<oneshot::Sender<T>>, deadline: Instant) -> Self {
+    pub(crate) fn new(tx: Option<crate::reply::Sender<T>>, deadline: Instant) -> Self {
         Self { tx, deadline }
     }
 
     /// Sends the answer; silently dropped if the caller is gone or this was a `tell`.
     pub fn send(self, value: T) {
         if let Some(tx) = self.tx {
-            let _ = tx.send(value);
+            tx.send(value);
         }
     }
 

@@ -2,85 +2,97 @@
 //!
 //! Arming a tokio timer for every ask costs more than the ask itself (timer
 //! wheel registration plus timer-aware parking). Instead each pending ask
-//! registers an expiry channel here, and one reaper task per node, sleeping
-//! until the earliest deadline, closes the channels of asks whose deadline
-//! passed. Completed asks deregister; their heap entries are discarded
-//! lazily (and the heap is rebuilt when stale entries dominate).
+//! registers a weak handle to its reply slot here, and one reaper task per
+//! node, sleeping until the earliest deadline, expires the slots whose
+//! deadline passed. A reply that comes in time deregisters nothing: its entry
+//! is skipped when it surfaces (the slot is gone or answered), and entries of
+//! finished asks are compacted away when they dominate the heap.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
-use std::sync::Arc;
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
+use std::sync::{Arc, Weak};
 use std::time::Instant;
 
 use parking_lot::Mutex;
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::Notify;
 
-#[derive(Default)]
+use crate::reply::Expire;
+
+struct Entry {
+    at: Instant,
+    slot: Weak<dyn Expire>,
+}
+
+impl PartialEq for Entry {
+    fn eq(&self, o: &Self) -> bool {
+        self.at == o.at
+    }
+}
+impl Eq for Entry {}
+impl PartialOrd for Entry {
+    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Entry {
+    /// Earliest deadline first in a max-heap.
+    fn cmp(&self, o: &Self) -> Ordering {
+        o.at.cmp(&self.at)
+    }
+}
+
 struct State {
-    next_id: u64,
-    live: HashMap<u64, (Instant, oneshot::Sender<()>)>,
-    heap: BinaryHeap<Reverse<(Instant, u64)>>,
+    heap: BinaryHeap<Entry>,
+    /// Compact when the heap grows past this (twice the live entries after the last one).
+    compact_at: usize,
     task: Option<tokio::task::JoinHandle<()>>,
-    /// When the reaper will next look (None: it waits for a registration).
     wake_at: Option<Instant>,
 }
 
-/// The node's deadline reaper.
+impl Default for State {
+    fn default() -> Self {
+        Self {
+            heap: BinaryHeap::new(),
+            compact_at: MIN_COMPACT,
+            task: None,
+            wake_at: None,
+        }
+    }
+}
+
+const MIN_COMPACT: usize = 4096;
+
+/// One per node: expires the reply slots of asks whose deadline passed.
 #[derive(Default)]
 pub(crate) struct Reaper {
     state: Mutex<State>,
     wake: Arc<Notify>,
 }
 
-/// A registered deadline; deregisters on drop.
-pub(crate) struct Registration {
-    reaper: Arc<Reaper>,
-    id: u64,
-    /// Resolves (with an error) when the deadline passes.
-    pub(crate) expired: oneshot::Receiver<()>,
-}
-
-impl Drop for Registration {
-    fn drop(&mut self) {
-        self.reaper.state.lock().live.remove(&self.id);
-    }
-}
-
 impl Reaper {
-    /// Registers `deadline`; the returned registration's `expired` resolves then.
-    pub(crate) fn register(self: &Arc<Self>, deadline: Instant) -> Registration {
-        let (tx, rx) = oneshot::channel();
+    /// Expires `slot` at `deadline` unless it completed by then.
+    pub(crate) fn register(self: &Arc<Self>, deadline: Instant, slot: Weak<dyn Expire>) {
         let mut st = self.state.lock();
-        let id = st.next_id;
-        st.next_id += 1;
         let notify = st.wake_at.is_none_or(|w| deadline < w);
         if notify {
             st.wake_at = Some(deadline);
         }
-        st.live.insert(id, (deadline, tx));
-        st.heap.push(Reverse((deadline, id)));
-        // Completed asks leave their heap entries behind: rebuild when they dominate.
-        if st.heap.len() > 4 * st.live.len() + 4096 {
-            let fresh: BinaryHeap<_> = st
-                .live
-                .iter()
-                .map(|(id, (t, _))| Reverse((*t, *id)))
+        st.heap.push(Entry { at: deadline, slot });
+        if st.heap.len() > st.compact_at {
+            let old = std::mem::take(&mut st.heap);
+            st.heap = old
+                .into_iter()
+                .filter(|e| e.slot.strong_count() > 0)
                 .collect();
-            st.heap = fresh;
+            st.compact_at = (st.heap.len() * 2).max(MIN_COMPACT);
         }
         let needs_task = st.task.as_ref().is_none_or(|t| t.is_finished());
         if needs_task {
-            // Owned by the node: aborted when the node is dropped.
             st.task = Some(tokio::spawn(run(self.clone())));
         }
         drop(st);
         if notify {
             self.wake.notify_one();
-        }
-        Registration {
-            reaper: self.clone(),
-            id,
-            expired: rx,
         }
     }
 }
@@ -93,32 +105,39 @@ impl Drop for Reaper {
     }
 }
 
+/// The reaper task: holds only a weak reference, so it ends with its node.
 async fn run(reaper: Arc<Reaper>) {
-    // Hold only a weak reference while sleeping so that dropping the node ends the task.
     let weak = Arc::downgrade(&reaper);
     drop(reaper);
     loop {
         let Some(reaper) = weak.upgrade() else { return };
         let now = Instant::now();
-        let next = {
+        let (next, due) = {
             let mut st = reaper.state.lock();
+            let mut due = Vec::new();
             let next = loop {
-                match st.heap.peek().copied() {
-                    Some(Reverse((t, id))) if t <= now => {
-                        st.heap.pop();
-                        // Dropping the sender wakes the waiting ask with "expired".
-                        st.live.remove(&id);
+                match st.heap.peek() {
+                    Some(e) if e.at <= now => {
+                        if let Some(e) = st.heap.pop() {
+                            due.push(e.slot);
+                        }
                     }
-                    Some(Reverse((_, id))) if !st.live.contains_key(&id) => {
+                    Some(e) if e.slot.strong_count() == 0 => {
                         st.heap.pop();
                     }
-                    Some(Reverse((t, _))) => break Some(t),
+                    Some(e) => break Some(e.at),
                     None => break None,
                 }
             };
             st.wake_at = next;
-            next
+            (next, due)
         };
+        // Expire outside the lock: it takes the slot's lock and wakes the asker.
+        for slot in due {
+            if let Some(s) = slot.upgrade() {
+                s.expire();
+            }
+        }
         let wake = reaper.wake.clone();
         drop(reaper);
         let notified = wake.notified();
@@ -139,44 +158,46 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::reply::{self, NoReply};
 
     #[tokio::test]
     async fn deadlines_fire_in_order_whatever_the_registration_order() {
         let r = Arc::new(Reaper::default());
         let t0 = Instant::now();
-        let mut long = r.register(t0 + Duration::from_secs(30));
-        // Many completed asks leave stale entries behind.
+        let (_ltx, long) = reply::channel::<()>();
+        r.register(t0 + Duration::from_secs(30), long.expiry());
         for _ in 0..10_000 {
-            drop(r.register(t0 + Duration::from_millis(50)));
+            let (tx, rx) = reply::channel::<()>();
+            r.register(t0 + Duration::from_millis(50), rx.expiry());
+            tx.send(());
         }
-        let mut short = r.register(t0 + Duration::from_millis(150));
-        let fired = tokio::time::timeout(Duration::from_secs(5), &mut short.expired).await;
-        assert!(fired.is_ok(), "short deadline fired");
+        let (_stx, short) = reply::channel::<()>();
+        r.register(t0 + Duration::from_millis(150), short.expiry());
+        let fired = tokio::time::timeout(Duration::from_secs(5), short).await;
+        assert_eq!(fired, Ok(Err(NoReply::Expired)), "short deadline fired");
         let waited = t0.elapsed();
         assert!(waited >= Duration::from_millis(150), "{waited:?}");
         assert!(waited < Duration::from_secs(2), "{waited:?}");
         assert!(
-            long.expired
-                .try_recv()
-                .is_err_and(|e| e == oneshot::error::TryRecvError::Empty)
+            tokio::time::timeout(Duration::from_millis(10), long)
+                .await
+                .is_err(),
+            "the 30 s deadline has not fired"
         );
         assert!(
             r.state.lock().heap.len() < 10_000,
-            "stale entries compacted"
+            "finished asks compacted away"
         );
     }
 
     #[tokio::test]
-    async fn a_deregistered_deadline_never_fires() {
+    async fn an_answered_ask_is_not_expired() {
         let r = Arc::new(Reaper::default());
         let t0 = Instant::now();
-        drop(r.register(t0 + Duration::from_millis(20)));
-        let mut other = r.register(t0 + Duration::from_millis(60));
-        assert!(
-            tokio::time::timeout(Duration::from_secs(5), &mut other.expired)
-                .await
-                .is_ok()
-        );
-        assert!(r.state.lock().live.is_empty() || r.state.lock().live.len() == 1);
+        let (tx, rx) = reply::channel::<u8>();
+        r.register(t0 + Duration::from_millis(20), rx.expiry());
+        tx.send(5);
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        assert_eq!(rx.await, Ok(5));
     }
 }

@@ -21,6 +21,8 @@ pub enum EventKind {
     Escalated,
     /// A child could not be started.
     StartFailed,
+    /// The Raft group's leader changed (as seen by this node's member).
+    LeaderChanged,
 }
 
 /// One entry of the event log.

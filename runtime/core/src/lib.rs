@@ -57,6 +57,7 @@ pub mod metrics;
 pub mod node;
 pub mod registry;
 pub mod remote;
+mod reply;
 pub mod supervisor;
 
 pub use abi_protocol::{ActorPath, NodeId, Request};

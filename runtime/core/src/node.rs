@@ -7,12 +7,12 @@ use std::time::{Duration, Instant};
 use abi_protocol::{ActorPath, NodeId, PathError, Request, codec};
 use futures::future::BoxFuture;
 use parking_lot::RwLock;
-use tokio::sync::oneshot;
 
 use crate::deadline::Reaper;
 use crate::events::EventLog;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
+use crate::reply::NoReply;
 use crate::supervisor::{RootHandle, SupervisorRef, SupervisorSpec};
 use crate::{AskError, Call, Remote, ReplyTo, StartError};
 
@@ -36,18 +36,6 @@ struct Inner {
     events: EventLog,
     metrics: Metrics,
     reaper: Arc<Reaper>,
-}
-
-/// Waits for the reply or the deadline, whichever comes first.
-async fn wait<T>(
-    rx: oneshot::Receiver<T>,
-    mut reg: crate::deadline::Registration,
-) -> Result<Result<T, oneshot::error::RecvError>, ()> {
-    tokio::select! {
-        biased;
-        r = rx => Ok(r),
-        _ = &mut reg.expired => Err(()),
-    }
 }
 
 impl std::fmt::Debug for Node {
@@ -210,15 +198,15 @@ impl Node {
             path: to.to_string(),
             type_name: R::TYPE.to_string(),
         })?;
-        let (tx, rx) = oneshot::channel();
+        let (tx, rx) = crate::reply::channel();
         route(Call::new(req, ReplyTo::new(Some(tx), deadline)))
             .map_err(|()| AskError::ActorStopped(to.to_string()))?;
         drop(mailbox);
-        let reg = self.inner.reaper.register(deadline);
-        match wait(rx, reg).await {
-            Ok(Ok(reply)) => Ok(reply),
-            Ok(Err(_)) => Err(AskError::ActorStopped(to.to_string())),
-            Err(_) => Err(AskError::Timeout {
+        self.inner.reaper.register(deadline, rx.expiry());
+        match rx.await {
+            Ok(reply) => Ok(reply),
+            Err(NoReply::Dropped) => Err(AskError::ActorStopped(to.to_string())),
+            Err(NoReply::Expired) => Err(AskError::Timeout {
                 path: to.to_string(),
                 timeout_ms: timeout.as_millis() as u64,
             }),

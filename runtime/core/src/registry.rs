@@ -4,8 +4,8 @@
 //! for local callers (no serialisation, no boxing per message) and a wire one,
 //! keyed by `Request::TYPE`, that decodes postcard payloads from a transport.
 
+use rustc_hash::FxHashMap;
 use std::any::{Any, TypeId};
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -13,7 +13,6 @@ use abi_protocol::{Request, codec};
 use futures::future::BoxFuture;
 use parking_lot::RwLock;
 use ractor::{ActorCell, ActorId, ActorRef, Message};
-use tokio::sync::oneshot;
 
 use crate::{AskError, Call, ReplyTo};
 
@@ -30,8 +29,8 @@ type WireRoute = Box<
 /// A registered actor's mailbox with its route tables.
 pub(crate) struct Mailbox {
     pub(crate) actor: ActorId,
-    local: HashMap<TypeId, Box<dyn Any + Send + Sync>>,
-    wire: HashMap<&'static str, WireRoute>,
+    local: FxHashMap<TypeId, Box<dyn Any + Send + Sync>>,
+    wire: FxHashMap<&'static str, WireRoute>,
 }
 
 impl Mailbox {
@@ -77,8 +76,8 @@ impl Started {
             actor,
             mailbox: Mailbox {
                 actor: id,
-                local: HashMap::new(),
-                wire: HashMap::new(),
+                local: FxHashMap::default(),
+                wire: FxHashMap::default(),
             },
         }
     }
@@ -118,7 +117,7 @@ impl<M: Message> Serving<M> {
                     .map_err(|_| AskError::ActorStopped(path_hint.clone()))?;
                 return Ok(Box::pin(async { Ok(Vec::new()) }) as BoxFuture<'static, _>);
             }
-            let (tx, rx) = oneshot::channel::<R::Reply>();
+            let (tx, rx) = crate::reply::channel::<R::Reply>();
             wire_actor
                 .send_message(M::from(Call::new(req, ReplyTo::new(Some(tx), deadline))))
                 .map_err(|_| AskError::ActorStopped(path_hint.clone()))?;
@@ -154,7 +153,8 @@ impl<M: Message> From<Serving<M>> for Started {
 /// The local name -> mailbox table. Names are the path below the node (`vector/docs`).
 #[derive(Default)]
 pub struct Registry {
-    entries: RwLock<HashMap<String, Arc<Mailbox>>>,
+    // Fx: names are short and trusted (our own paths); SipHash cost shows in every ask.
+    entries: RwLock<FxHashMap<String, Arc<Mailbox>>>,
 }
 
 impl std::fmt::Debug for Registry {

@@ -21,6 +21,7 @@ use actix_web::{HttpResponse, web};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
+use super::text_vectors::{self, VectorOrText};
 use crate::error::extractor_error;
 use crate::{ApiError, GatewayState};
 
@@ -187,23 +188,6 @@ fn id_json(id: PointId) -> Value {
     match id {
         PointId::Num(n) => json!(n),
         PointId::Uuid(_) => json!(id.to_string()),
-    }
-}
-
-fn vector(v: &Value) -> Result<Vec<f32>, ApiError> {
-    match v {
-        Value::Array(items) => items
-            .iter()
-            .map(|x| {
-                x.as_f64()
-                    .map(|f| f as f32)
-                    .ok_or_else(|| bad("vector values must be numbers"))
-            })
-            .collect(),
-        Value::Object(_) => Err(bad(
-            "named vectors are not supported: collections have one unnamed vector",
-        )),
-        _ => Err(bad("vector must be an array of numbers")),
     }
 }
 
@@ -644,7 +628,8 @@ struct UpsertBody {
     batch: Option<Value>,
 }
 
-fn upsert_points(b: UpsertBody) -> Result<Vec<PointInput>, ApiError> {
+/// Points with their vectors still to resolve (texts are embedded by the caller).
+fn upsert_points(b: UpsertBody) -> Result<Vec<(PointInput, VectorOrText)>, ApiError> {
     match (b.points, b.batch) {
         (Some(points), None) => {
             too_many("points", points.len())?;
@@ -654,13 +639,17 @@ fn upsert_points(b: UpsertBody) -> Result<Vec<PointInput>, ApiError> {
                     let o = p
                         .as_object()
                         .ok_or_else(|| bad("each point must be an object"))?;
-                    Ok(PointInput {
-                        id: point_id(o.get("id").ok_or_else(|| bad("point without id"))?)?,
-                        vector: vector(
-                            o.get("vector").ok_or_else(|| bad("point without vector"))?,
-                        )?,
-                        payload_json: payload_text(o.get("payload"))?,
-                    })
+                    let v = text_vectors::parse(
+                        o.get("vector").ok_or_else(|| bad("point without vector"))?,
+                    )?;
+                    Ok((
+                        PointInput {
+                            id: point_id(o.get("id").ok_or_else(|| bad("point without id"))?)?,
+                            vector: Vec::new(),
+                            payload_json: payload_text(o.get("payload"))?,
+                        },
+                        v,
+                    ))
                 })
                 .collect()
         }
@@ -690,11 +679,14 @@ fn upsert_points(b: UpsertBody) -> Result<Vec<PointInput>, ApiError> {
             ids.iter()
                 .enumerate()
                 .map(|(i, id)| {
-                    Ok(PointInput {
-                        id: point_id(id)?,
-                        vector: vector(&vectors[i])?,
-                        payload_json: payload_text(payloads.map(|p| &p[i]))?,
-                    })
+                    Ok((
+                        PointInput {
+                            id: point_id(id)?,
+                            vector: Vec::new(),
+                            payload_json: payload_text(payloads.map(|p| &p[i]))?,
+                        },
+                        text_vectors::parse(&vectors[i])?,
+                    ))
                 })
                 .collect()
         }
@@ -708,12 +700,20 @@ async fn upsert(
     body: web::Json<UpsertBody>,
 ) -> Result<HttpResponse, ApiError> {
     let t = Instant::now();
-    let points = upsert_points(body.into_inner())?;
+    let name = name.into_inner();
+    let (mut points, pending): (Vec<PointInput>, Vec<VectorOrText>) =
+        upsert_points(body.into_inner())?.into_iter().unzip();
+    for (p, v) in points
+        .iter_mut()
+        .zip(text_vectors::resolve(&state, &name, pending).await?)
+    {
+        p.vector = v;
+    }
     // Always acknowledged after the WAL fsync (policy permitting), i.e. `wait=true` semantics.
     let ack = ask(
         &state,
         Upsert {
-            collection: name.into_inner(),
+            collection: name,
             points,
         },
         WRITE_TIMEOUT,
@@ -863,6 +863,8 @@ struct SearchBody {
 
 /// A parsed query plus how to render its payloads.
 struct Parsed {
+    /// The query vector, or text still to embed into `query.vector`.
+    pending: VectorOrText,
     query: SearchQuery,
     sel: PayloadSel,
     timeout_ms: u32,
@@ -882,7 +884,8 @@ fn parse_search(
     let raw = if is_query {
         match &b.query {
             Some(Value::Object(o)) if o.contains_key("nearest") => &o["nearest"],
-            Some(v @ Value::Array(_)) => v,
+            Some(v @ (Value::Array(_) | Value::String(_))) => v,
+            Some(v @ Value::Object(o)) if o.contains_key("text") => v,
             Some(other) => {
                 return Err(bad(format!(
                     "unsupported query {other} (a vector or {{\"nearest\": vector}})"
@@ -895,7 +898,7 @@ fn parse_search(
             .as_ref()
             .ok_or_else(|| bad("`vector` is required"))?
     };
-    let v = vector(raw)?;
+    let pending = text_vectors::parse(raw)?;
     let limit = b.limit.or(b.top).unwrap_or(10);
     if limit > MAX_LIMIT {
         return Err(bad(format!("limit {limit} exceeds {MAX_LIMIT}")));
@@ -930,8 +933,9 @@ fn parse_search(
         .unwrap_or(default_timeout.as_millis() as u64)
         .min(u32::MAX as u64) as u32;
     Ok(Parsed {
+        pending,
         query: SearchQuery {
-            vector: v,
+            vector: Vec::new(),
             limit: limit as u32,
             offset: offset as u32,
             ef,
@@ -952,6 +956,19 @@ async fn run_search(
     allow_partial: bool,
 ) -> Result<Vec<Vec<Value>>, ApiError> {
     too_many("searches", parsed.len())?;
+    let (mut parsed, pending): (Vec<Parsed>, Vec<VectorOrText>) = parsed
+        .into_iter()
+        .map(|mut p| {
+            let v = std::mem::replace(&mut p.pending, VectorOrText::Vector(Vec::new()));
+            (p, v)
+        })
+        .unzip();
+    for (p, v) in parsed
+        .iter_mut()
+        .zip(text_vectors::resolve(state, &collection, pending).await?)
+    {
+        p.query.vector = v;
+    }
     let timeout_ms = parsed.iter().map(|p| p.timeout_ms).max().unwrap_or(1000);
     let sels: Vec<PayloadSel> = parsed.iter().map(|p| p.sel.clone()).collect();
     let res = ask(
