@@ -9,7 +9,7 @@
 //! finished asks are compacted away when they dominate the heap.
 
 use std::cmp::Ordering;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, VecDeque};
 use std::sync::{Arc, Weak};
 use std::time::Instant;
 
@@ -42,6 +42,10 @@ impl Ord for Entry {
 }
 
 struct State {
+    /// Deadlines registered in non-decreasing order (the common case: every ask of a
+    /// caller uses the same timeout), appended in O(1).
+    queue: VecDeque<Entry>,
+    /// The others.
     heap: BinaryHeap<Entry>,
     /// Compact when the heap grows past this (twice the live entries after the last one).
     compact_at: usize,
@@ -52,6 +56,7 @@ struct State {
 impl Default for State {
     fn default() -> Self {
         Self {
+            queue: VecDeque::new(),
             heap: BinaryHeap::new(),
             compact_at: MIN_COMPACT,
             task: None,
@@ -77,14 +82,20 @@ impl Reaper {
         if notify {
             st.wake_at = Some(deadline);
         }
-        st.heap.push(Entry { at: deadline, slot });
-        if st.heap.len() > st.compact_at {
+        let entry = Entry { at: deadline, slot };
+        if st.queue.back().is_none_or(|b| b.at <= deadline) {
+            st.queue.push_back(entry);
+        } else {
+            st.heap.push(entry);
+        }
+        if st.queue.len() + st.heap.len() > st.compact_at {
+            st.queue.retain(|e| e.slot.strong_count() > 0);
             let old = std::mem::take(&mut st.heap);
             st.heap = old
                 .into_iter()
                 .filter(|e| e.slot.strong_count() > 0)
                 .collect();
-            st.compact_at = (st.heap.len() * 2).max(MIN_COMPACT);
+            st.compact_at = ((st.queue.len() + st.heap.len()) * 2).max(MIN_COMPACT);
         }
         let needs_task = st.task.as_ref().is_none_or(|t| t.is_finished());
         if needs_task {
@@ -115,7 +126,7 @@ async fn run(reaper: Arc<Reaper>) {
         let (next, due) = {
             let mut st = reaper.state.lock();
             let mut due = Vec::new();
-            let next = loop {
+            let next_heap = loop {
                 match st.heap.peek() {
                     Some(e) if e.at <= now => {
                         if let Some(e) = st.heap.pop() {
@@ -128,6 +139,24 @@ async fn run(reaper: Arc<Reaper>) {
                     Some(e) => break Some(e.at),
                     None => break None,
                 }
+            };
+            let next_queue = loop {
+                match st.queue.front() {
+                    Some(e) if e.at <= now => {
+                        if let Some(e) = st.queue.pop_front() {
+                            due.push(e.slot);
+                        }
+                    }
+                    Some(e) if e.slot.strong_count() == 0 => {
+                        st.queue.pop_front();
+                    }
+                    Some(e) => break Some(e.at),
+                    None => break None,
+                }
+            };
+            let next = match (next_heap, next_queue) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
             };
             st.wake_at = next;
             (next, due)
@@ -184,10 +213,11 @@ mod tests {
                 .is_err(),
             "the 30 s deadline has not fired"
         );
-        assert!(
-            r.state.lock().heap.len() < 10_000,
-            "finished asks compacted away"
-        );
+        let live = {
+            let st = r.state.lock();
+            st.heap.len() + st.queue.len()
+        };
+        assert!(live < 10_000, "finished asks compacted away: {live}");
     }
 
     #[tokio::test]

@@ -189,19 +189,16 @@ impl Node {
             return codec::decode(R::TYPE, &bytes).map_err(|e| AskError::Codec(e.to_string()));
         }
         self.check_incarnation(to)?;
-        let mailbox = self
-            .inner
-            .registry
-            .get(&to.name)
-            .ok_or_else(|| AskError::NoSuchActor(to.to_string()))?;
-        let route = mailbox.local::<R>().ok_or_else(|| AskError::Unsupported {
-            path: to.to_string(),
-            type_name: R::TYPE.to_string(),
-        })?;
         let (tx, rx) = crate::reply::channel();
-        route(Call::new(req, ReplyTo::new(Some(tx), deadline)))
-            .map_err(|()| AskError::ActorStopped(to.to_string()))?;
-        drop(mailbox);
+        self.inner.registry.with(&to.name, |mailbox| {
+            let mailbox = mailbox.ok_or_else(|| AskError::NoSuchActor(to.to_string()))?;
+            let route = mailbox.local::<R>().ok_or_else(|| AskError::Unsupported {
+                path: to.to_string(),
+                type_name: R::TYPE.to_string(),
+            })?;
+            route(Call::new(req, ReplyTo::new(Some(tx), deadline)))
+                .map_err(|()| AskError::ActorStopped(to.to_string()))
+        })?;
         self.inner.reaper.register(deadline, rx.expiry());
         match rx.await {
             Ok(reply) => Ok(reply),

@@ -183,6 +183,12 @@ impl Registry {
         self.entries.read().get(name).cloned()
     }
 
+    /// Runs `f` on the mailbox under the read lock (no reference-count traffic: the
+    /// local ask path only enqueues a message there).
+    pub(crate) fn with<T>(&self, name: &str, f: impl FnOnce(Option<&Mailbox>) -> T) -> T {
+        f(self.entries.read().get(name).map(|m| &**m))
+    }
+
     /// Registered names, sorted.
     pub fn names(&self) -> Vec<String> {
         let mut v: Vec<String> = self.entries.read().keys().cloned().collect();

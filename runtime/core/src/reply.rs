@@ -57,12 +57,15 @@ impl<T: Send> Expire for Slot<T> {
 
 /// The replying side, carried inside the request.
 pub(crate) struct Sender<T> {
-    slot: Arc<Slot<T>>,
+    /// `None` once sent, so that dropping a sender that replied takes no lock.
+    slot: Option<Arc<Slot<T>>>,
 }
 
 /// The asking side: a future of the reply.
 pub(crate) struct Receiver<T> {
     slot: Arc<Slot<T>>,
+    /// Set once the future returned `Ready`: dropping it then takes no lock.
+    done: bool,
 }
 
 /// A new slot.
@@ -76,7 +79,12 @@ pub(crate) fn channel<T: Send + 'static>() -> (Sender<T>, Receiver<T>) {
             expired: false,
         }),
     });
-    (Sender { slot: slot.clone() }, Receiver { slot })
+    (
+        Sender {
+            slot: Some(slot.clone()),
+        },
+        Receiver { slot, done: false },
+    )
 }
 
 impl<T: Send + 'static> Receiver<T> {
@@ -89,9 +97,10 @@ impl<T: Send + 'static> Receiver<T> {
 
 impl<T> Sender<T> {
     /// Delivers the reply (dropped silently when the asker gave up).
-    pub(crate) fn send(self, value: T) {
+    pub(crate) fn send(mut self, value: T) {
+        let Some(slot) = self.slot.take() else { return };
         let waker = {
-            let mut s = self.slot.state.lock();
+            let mut s = slot.state.lock();
             if s.receiver_gone || s.expired {
                 return;
             }
@@ -105,15 +114,18 @@ impl<T> Sender<T> {
 
     /// Whether the asker stopped waiting (timed out or dropped its future).
     pub(crate) fn is_closed(&self) -> bool {
-        let s = self.slot.state.lock();
-        s.receiver_gone || s.expired
+        self.slot.as_ref().is_none_or(|slot| {
+            let s = slot.state.lock();
+            s.receiver_gone || s.expired
+        })
     }
 }
 
 impl<T> Drop for Sender<T> {
     fn drop(&mut self) {
+        let Some(slot) = self.slot.take() else { return };
         let waker = {
-            let mut s = self.slot.state.lock();
+            let mut s = slot.state.lock();
             s.sender_gone = true;
             s.waker.take()
         };
@@ -125,7 +137,9 @@ impl<T> Drop for Sender<T> {
 
 impl<T> Drop for Receiver<T> {
     fn drop(&mut self) {
-        self.slot.state.lock().receiver_gone = true;
+        if !self.done {
+            self.slot.state.lock().receiver_gone = true;
+        }
     }
 }
 
@@ -133,21 +147,27 @@ impl<T> Future for Receiver<T> {
     type Output = Result<T, NoReply>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut s = self.slot.state.lock();
-        if let Some(v) = s.value.take() {
-            return Poll::Ready(Ok(v));
-        }
-        if s.expired {
-            return Poll::Ready(Err(NoReply::Expired));
-        }
-        if s.sender_gone {
-            return Poll::Ready(Err(NoReply::Dropped));
-        }
-        match &mut s.waker {
-            Some(w) if w.will_wake(cx.waker()) => {}
-            w => *w = Some(cx.waker().clone()),
-        }
-        Poll::Pending
+        let this = self.get_mut();
+        let mut s = this.slot.state.lock();
+        let ready = if let Some(v) = s.value.take() {
+            Ok(v)
+        } else if s.expired {
+            Err(NoReply::Expired)
+        } else if s.sender_gone {
+            Err(NoReply::Dropped)
+        } else {
+            match &mut s.waker {
+                Some(w) if w.will_wake(cx.waker()) => {}
+                w => *w = Some(cx.waker().clone()),
+            }
+            return Poll::Pending;
+        };
+        // Answered or expired: nothing can reach the slot any more that needs to know
+        // the receiver left.
+        s.receiver_gone = true;
+        drop(s);
+        this.done = true;
+        Poll::Ready(ready)
     }
 }
 
