@@ -22,6 +22,7 @@ use openraft::{ChangeMembers, ServerState, SnapshotPolicy};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::task::JoinSet;
 
+use crate::batch::Batcher;
 use crate::log_store::LogStore;
 use crate::metrics::{Outcome, RaftMetrics};
 use crate::network::{LearnAddr, Network};
@@ -107,6 +108,7 @@ from_call!(
 /// Shared by the request tasks.
 #[derive(Clone)]
 struct Ctx {
+    batcher: Batcher,
     metrics: RaftMetrics,
     raft: Raft,
     node: Node,
@@ -210,8 +212,10 @@ impl Actor for RaftActor {
             node.clone(),
             c.me.name.clone(),
         ));
+        let batcher = Batcher::start(raft.clone(), &mut tasks);
         Ok(RaftState {
             ctx: Ctx {
+                batcher,
                 metrics,
                 raft,
                 node,
@@ -542,12 +546,12 @@ impl Ctx {
 
     async fn propose_once(&self, req: Propose, deadline: Instant) -> Result<Applied, RaftFailure> {
         loop {
-            match self.raft.client_write(req.command.clone()).await {
-                Ok(r) => {
+            match self.batcher.write(req.command.clone()).await {
+                Ok((index, previous)) => {
                     return Ok(Applied {
-                        index: r.log_id.index,
+                        index,
                         leader: self.me.name.clone(),
-                        previous: r.data,
+                        previous,
                     });
                 }
                 Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {

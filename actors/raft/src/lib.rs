@@ -8,12 +8,14 @@
 //! - [`state_machine`]: the applied metadata and its snapshots.
 //! - [`rpc`] / [`network`]: the Raft RPCs as abi requests between `raft` actors.
 //! - [`metrics`]: term, leadership, commit index, apply lag, proposals.
+//! - [`batch`]: group commit of concurrent proposals into one entry.
 //! - [`actor`]: the supervised actor serving the group at `<node>/raft`.
 
 // openraft's trait signatures fix `StorageError` (224 bytes) as the error type.
 #![allow(clippy::result_large_err)]
 
 pub mod actor;
+pub mod batch;
 pub mod log_store;
 pub mod metrics;
 pub mod network;

@@ -173,7 +173,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok((s.last_applied, s.membership.clone()))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Option<Vec<u8>>>, StorageError>
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Vec<Option<Vec<u8>>>>, StorageError>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -184,11 +184,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             for e in entries {
                 s.last_applied = Some(e.log_id);
                 out.push(match e.payload {
-                    EntryPayload::Blank => None,
-                    EntryPayload::Normal(cmd) => s.meta.apply(&cmd),
+                    EntryPayload::Blank => Vec::new(),
+                    EntryPayload::Normal(cmds) => cmds.iter().map(|c| s.meta.apply(c)).collect(),
                     EntryPayload::Membership(m) => {
                         s.membership = StoredMembership::new(Some(e.log_id), m);
-                        None
+                        Vec::new()
                     }
                 });
             }

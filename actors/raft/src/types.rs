@@ -26,8 +26,10 @@ impl std::fmt::Display for Member {
 openraft::declare_raft_types!(
     /// The type configuration of the cluster metadata group.
     pub TypeConfig:
-        D = MetaCommand,
-        R = Option<Vec<u8>>,
+        // One entry carries a batch of proposals (group commit); the response has
+        // one previous value per command.
+        D = Vec<MetaCommand>,
+        R = Vec<Option<Vec<u8>>>,
         Node = Member,
         SnapshotData = Cursor<Vec<u8>>,
 );
