@@ -51,7 +51,14 @@ pub struct RaftConfig {
     pub snapshot_every: u64,
     /// Tells the transport a member's address.
     pub learn: LearnAddr,
+    /// Node status changes seen by this node's membership (`(node, status)`); the
+    /// leader records them in the metadata. `None` without a cluster transport.
+    pub statuses: Option<StatusFeed>,
 }
+
+/// Subscribes to node status changes (called on every start of the actor).
+pub type StatusFeed =
+    Arc<dyn Fn() -> futures::stream::BoxStream<'static, (String, String)> + Send + Sync>;
 
 impl std::fmt::Debug for RaftConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -213,6 +220,14 @@ impl Actor for RaftActor {
             c.me.name.clone(),
         ));
         let batcher = Batcher::start(raft.clone(), &mut tasks);
+        if let Some(feed) = &c.statuses {
+            tasks.spawn(record_statuses(
+                raft.clone(),
+                batcher.clone(),
+                member_id(&c.me.name),
+                feed(),
+            ));
+        }
         Ok(RaftState {
             ctx: Ctx {
                 batcher,
@@ -335,6 +350,55 @@ impl Actor for RaftActor {
             tracing::warn!(error = %e, "raft core did not shut down cleanly");
         }
         Ok(())
+    }
+}
+
+/// The leader writes node status changes into the metadata. Every member keeps the
+/// latest status per node, so one that becomes leader writes what it saw meanwhile.
+async fn record_statuses(
+    raft: Raft,
+    batcher: Batcher,
+    me: MemberId,
+    mut changes: futures::stream::BoxStream<'static, (String, String)>,
+) {
+    use futures::StreamExt;
+    let mut latest: BTreeMap<String, String> = BTreeMap::new();
+    let mut metrics = raft.metrics();
+    let mut leading = false;
+    loop {
+        let mut dirty: Vec<(String, String)> = Vec::new();
+        tokio::select! {
+            change = changes.next() => match change {
+                Some((node, status)) => {
+                    latest.insert(node.clone(), status.clone());
+                    if leading {
+                        dirty.push((node, status));
+                    }
+                }
+                None => return,
+            },
+            changed = metrics.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                let now = metrics.borrow_and_update().current_leader == Some(me);
+                if now && !leading {
+                    dirty.extend(latest.iter().map(|(n, s)| (n.clone(), s.clone())));
+                }
+                leading = now;
+            }
+        }
+        for (node, status) in dirty {
+            if let Err(e) = batcher
+                .write(abi_protocol::raft::MetaCommand::SetNodeStatus {
+                    node: node.clone(),
+                    status,
+                })
+                .await
+            {
+                tracing::debug!(%node, error = %e, "node status not recorded");
+            }
+        }
     }
 }
 

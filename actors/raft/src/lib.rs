@@ -23,7 +23,7 @@ pub mod rpc;
 pub mod state_machine;
 pub mod types;
 
-pub use actor::{RaftActor, RaftConfig, child_spec};
+pub use actor::{RaftActor, RaftConfig, StatusFeed, child_spec};
 pub use network::LearnAddr;
 pub use state_machine::MetaView;
 pub use types::{Member, member_id};

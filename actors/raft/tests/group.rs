@@ -80,6 +80,7 @@ async fn start(
         heartbeat_ms: 50,
         snapshot_every,
         learn,
+        statuses: None,
     };
     let root = node
         .start_root(SupervisorSpec::new(Strategy::OneForOne).child(abi_raft::child_spec(cfg)))

@@ -49,6 +49,8 @@ pub fn certs(cmd: CertsCommand) -> ExitCode {
 pub struct Cluster {
     pub transport: Transport,
     pub membership: ChildSpec,
+    /// Membership events (joined, suspect, dead, left), for the Raft group.
+    pub events: tokio::sync::broadcast::Sender<abi_discovery::MembershipEvent>,
 }
 
 /// Binds the transport (when TLS is configured) and prepares the membership actor.
@@ -115,6 +117,7 @@ pub async fn start(r: &Resolved, node: &Node) -> anyhow::Result<Option<Cluster>>
     let m = &r.topology.membership;
     let (events, _) = tokio::sync::broadcast::channel(256);
     let membership = abi_discovery::child_spec(MembershipArgs {
+        events: events.clone(),
         transport: transport.clone(),
         discovery,
         me: MemberInfo {
@@ -128,11 +131,11 @@ pub async fn start(r: &Resolved, node: &Node) -> anyhow::Result<Option<Cluster>>
             suspect_after: Duration::from_millis(m.suspect_ms),
             dead_after: Duration::from_millis(m.dead_ms),
         },
-        events,
     });
     Ok(Some(Cluster {
         transport,
         membership,
+        events,
     }))
 }
 
@@ -189,5 +192,31 @@ pub fn raft_child(r: &Resolved, cluster: Option<&Cluster>) -> anyhow::Result<Opt
         heartbeat_ms: raft.heartbeat_ms,
         snapshot_every: raft.snapshot_every,
         learn,
+        statuses: cluster.map(|c| status_feed(c.events.clone())),
     })))
+}
+
+/// Node status changes from the membership events, as `(node, status)`.
+fn status_feed(
+    events: tokio::sync::broadcast::Sender<abi_discovery::MembershipEvent>,
+) -> abi_raft::StatusFeed {
+    use abi_discovery::MembershipEvent as E;
+    use tokio::sync::broadcast::error::RecvError;
+    Arc::new(move || {
+        let rx = events.subscribe();
+        Box::pin(futures::stream::unfold(rx, |mut rx| async move {
+            loop {
+                let (node, status) = match rx.recv().await {
+                    Ok(E::Joined(m)) => (m.id, "alive"),
+                    Ok(E::Recovered(id)) => (id, "alive"),
+                    Ok(E::Suspect(id)) => (id, "suspect"),
+                    Ok(E::Dead(id)) => (id, "dead"),
+                    Ok(E::Left(id)) => (id, "left"),
+                    Err(RecvError::Lagged(_)) => continue,
+                    Err(RecvError::Closed) => return None,
+                };
+                return Some(((node.to_string(), status.to_string()), rx));
+            }
+        }))
+    })
 }

@@ -296,6 +296,15 @@ fn leader_sigkill_loses_no_acknowledged_write() {
         .as_u64()
         .unwrap_or(0);
     assert!(term1 > term0, "a new term: {term0} -> {term1}");
+    // The new leader records the killed node as dead in the metadata.
+    let recorded = eventually(Duration::from_secs(15), || {
+        let r = abi_tests::get(&format!("{}/v1/cluster/meta", others[0])).ok()?;
+        (r.json()["nodes"][&leader] == "dead").then_some(())
+    });
+    assert!(
+        recorded.is_some(),
+        "node status of {leader} recorded as dead"
+    );
     thread::sleep(Duration::from_secs(2));
 
     // Restart the old leader on its data dir; it catches up (log tail or snapshot).
