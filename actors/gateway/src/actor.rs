@@ -158,6 +158,7 @@ pub fn child_spec(cfg: GatewayConfig, request_timeout: Duration) -> ChildSpec {
                 request_timeout,
                 live: Default::default(),
                 security: cfg.security.clone(),
+                holders: Default::default(),
             };
             let r = ctx
                 .spawn(GatewayActor, (cfg, state))

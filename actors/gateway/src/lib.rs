@@ -37,4 +37,6 @@ pub struct GatewayState {
     pub live: std::sync::Arc<live::LiveStats>,
     /// Authentication, roles, limits.
     pub security: std::sync::Arc<auth::middleware::Security>,
+    /// Which other node holds a collection this one does not.
+    pub holders: std::sync::Arc<routes::collection_route::Holders>,
 }

@@ -1,6 +1,7 @@
 //! HTTP routes, one module per API family.
 
 pub mod cluster;
+pub mod collection_route;
 pub mod compute;
 pub mod membership;
 pub mod observe;

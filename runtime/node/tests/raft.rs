@@ -421,3 +421,47 @@ fn learner_promotion_and_voter_removal_under_load() {
     assert_eq!(r.status, 400, "{}", r.body);
     assert!(r.body.contains("nope"), "{}", r.body);
 }
+
+#[test]
+fn any_gateway_serves_any_collection() {
+    let root = temp_dir("any-gateway");
+    let (specs, config) = setup(&root, 3, 3);
+    let _nodes: Vec<NodeProcess> = specs.iter().map(|s| start(s, &config)).collect();
+    let urls: Vec<String> = specs.iter().map(Spec::url).collect();
+    agreed_leader(&urls, Duration::from_secs(30));
+    // A collection that only n1 holds.
+    let r = abi_tests::put_json(
+        &format!("{}/collections/only_on_n1", urls[0]),
+        &json!({ "vectors": { "size": 2, "distance": "Euclid" } }),
+    )
+    .expect("create");
+    assert_eq!(r.status, 200, "{}", r.body);
+    // Written through n2, read through n3.
+    let r = abi_tests::put_json(
+        &format!("{}/collections/only_on_n1/points", urls[1]),
+        &json!({ "points": [
+            { "id": 1, "vector": [0.0, 0.0], "payload": { "k": "a" } },
+            { "id": 2, "vector": [5.0, 5.0], "payload": { "k": "b" } }
+        ] }),
+    )
+    .expect("upsert");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = abi_tests::post_json(
+        &format!("{}/collections/only_on_n1/points/search", urls[2]),
+        &json!({ "vector": [4.0, 4.0], "limit": 1, "with_payload": true }),
+    )
+    .expect("search");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["result"][0]["payload"]["k"], "b", "{}", r.body);
+    let r = abi_tests::get(&format!("{}/collections/only_on_n1/exists", urls[2])).expect("exists");
+    assert_eq!(r.json()["result"]["exists"], true, "{}", r.body);
+    let r = abi_tests::get(&format!("{}/collections/only_on_n1", urls[1])).expect("info");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["result"]["points_count"], 2, "{}", r.body);
+    // The data lives on n1 only: n3's own manager does not have it.
+    let r = abi_tests::get(&format!("{}/collections", urls[2])).expect("list");
+    assert!(!r.body.contains("only_on_n1"), "{}", r.body);
+    // Unknown collections are still 404 everywhere.
+    let r = abi_tests::get(&format!("{}/collections/nowhere", urls[1])).expect("404");
+    assert_eq!(r.status, 404, "{}", r.body);
+}

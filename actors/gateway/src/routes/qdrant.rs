@@ -21,6 +21,7 @@ use actix_web::{HttpResponse, web};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
+use super::collection_route::{self, Scoped};
 use super::text_vectors::{self, VectorOrText};
 use crate::error::extractor_error;
 use crate::{ApiError, GatewayState};
@@ -128,11 +129,17 @@ fn manager(state: &GatewayState) -> Result<ActorPath, ApiError> {
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))
 }
 
-/// Asks the manager and unwraps both the transport and the vector error.
+/// Asks the manager holding the collection (this node's or another member's) and
+/// unwraps both the transport and the vector error.
 async fn ask<R, T>(state: &GatewayState, req: R, timeout: Duration) -> Result<T, ApiError>
 where
-    R: Request<Reply = Result<T, VectorError>>,
+    R: Request<Reply = Result<T, VectorError>> + Scoped + Clone,
 {
+    if let Some(c) = req.collection().map(str::to_string) {
+        return collection_route::ask(state, &c, req, timeout)
+            .await?
+            .map_err(vector_error);
+    }
     let path = manager(state)?;
     state
         .node
@@ -494,13 +501,21 @@ async fn exists(
     name: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let t = Instant::now();
-    let path = manager(&state)?;
-    let names = state
-        .node
-        .ask(&path, ListCollections, state.request_timeout)
-        .await?;
     let name = name.into_inner();
-    Ok(ok(json!({ "exists": names.contains(&name) }), t))
+    // Through the holder lookup, so a collection on another node exists too.
+    let found = collection_route::ask(
+        &state,
+        &name,
+        GetCollection { name: name.clone() },
+        state.request_timeout,
+    )
+    .await?;
+    let exists = match found {
+        Ok(_) => true,
+        Err(VectorError::NotFound(_)) => false,
+        Err(e) => return Err(vector_error(e)),
+    };
+    Ok(ok(json!({ "exists": exists }), t))
 }
 
 #[derive(Debug, Deserialize)]

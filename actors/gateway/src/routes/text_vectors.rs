@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use abi_protocol::inference::Embed;
 use abi_protocol::paths;
-use abi_protocol::vector::{GetCollection, MANAGER_PATH};
+use abi_protocol::vector::GetCollection;
 use abi_runtime::AskError;
 use actix_web::http::StatusCode;
 use serde_json::Value;
@@ -161,21 +161,16 @@ pub async fn resolve(
 
 /// The collection's `embed_with` model; 400 when it has none.
 async fn embed_model(state: &GatewayState, collection: &str) -> Result<String, ApiError> {
-    let path = state
-        .node
-        .path(MANAGER_PATH)
-        .map_err(|e| bad(e.to_string()))?;
-    let info = state
-        .node
-        .ask(
-            &path,
-            GetCollection {
-                name: collection.to_string(),
-            },
-            state.request_timeout,
-        )
-        .await?
-        .map_err(|e| ApiError::new(StatusCode::NOT_FOUND, "not_found", e.to_string()))?;
+    let info = super::collection_route::ask(
+        state,
+        collection,
+        GetCollection {
+            name: collection.to_string(),
+        },
+        state.request_timeout,
+    )
+    .await?
+    .map_err(|e| ApiError::new(StatusCode::NOT_FOUND, "not_found", e.to_string()))?;
     info.config.embed_with.ok_or_else(|| {
         bad(format!(
             "collection {collection:?} was created without `embed_with`: send vectors, or create it with an embedding model"
