@@ -189,6 +189,11 @@ impl Registry {
         f(self.entries.read().get(name).map(|m| &**m))
     }
 
+    /// Whether an actor is registered under `name`.
+    pub fn contains(&self, name: &str) -> bool {
+        self.entries.read().contains_key(name)
+    }
+
     /// Registered names, sorted.
     pub fn names(&self) -> Vec<String> {
         let mut v: Vec<String> = self.entries.read().keys().cloned().collect();

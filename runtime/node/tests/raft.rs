@@ -106,8 +106,16 @@ fn setup(root: &Path, n: usize, voters: usize) -> (Vec<Spec>, PathBuf) {
 }
 
 fn start(s: &Spec, config: &Path) -> NodeProcess {
+    start_with(s, config, &[])
+}
+
+fn start_with(s: &Spec, config: &Path, env: &[(&str, String)]) -> NodeProcess {
     std::fs::create_dir_all(&s.dir).expect("dir");
     let mut opts = NodeOptions::fresh(&bin(), &s.dir);
+    opts.env = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
     opts.http = ([127, 0, 0, 1], s.http).into();
     opts.args = vec![
         "--config".into(),
@@ -463,5 +471,45 @@ fn any_gateway_serves_any_collection() {
     assert!(!r.body.contains("only_on_n1"), "{}", r.body);
     // Unknown collections are still 404 everywhere.
     let r = abi_tests::get(&format!("{}/collections/nowhere", urls[1])).expect("404");
+    assert_eq!(r.status, 404, "{}", r.body);
+}
+
+#[test]
+fn any_gateway_serves_any_model() {
+    // The test command sets ABI_MODELS_DIR (scripts/test.sh fetches the models).
+    let Ok(models) = std::env::var("ABI_MODELS_DIR") else {
+        eprintln!("ABI_MODELS_DIR not set: run through scripts/test.sh");
+        return;
+    };
+    let root = temp_dir("any-model");
+    let (specs, config) = setup(&root, 2, 2);
+    let empty = root.join("no-models");
+    std::fs::create_dir_all(&empty).expect("dir");
+    let _n1 = start_with(&specs[0], &config, &[("ABI_MODELS_DIR", models)]);
+    let _n2 = start_with(
+        &specs[1],
+        &config,
+        &[("ABI_MODELS_DIR", empty.display().to_string())],
+    );
+    let n2 = specs[1].url();
+    // n2 runs no pool; its gateway finds n1's through the cluster.
+    let body = json!({ "model": "all-minilm-l6-v2", "input": ["a remote embedding"] });
+    let r = eventually(Duration::from_secs(60), || {
+        let r = abi_tests::post_json(&format!("{n2}/v1/embeddings"), &body).ok()?;
+        (r.status == 200).then_some(r)
+    })
+    .expect("n2 serves n1's embedding model");
+    let v = r.json();
+    assert_eq!(
+        v["data"][0]["embedding"].as_array().map(Vec::len),
+        Some(384),
+        "{}",
+        r.body
+    );
+    let r = abi_tests::post_json(
+        &format!("{n2}/v1/embeddings"),
+        &json!({ "model": "no-such-model", "input": ["x"] }),
+    )
+    .expect("http");
     assert_eq!(r.status, 404, "{}", r.body);
 }

@@ -88,7 +88,44 @@ fn ask_error(model: &str, e: AskError) -> ApiError {
     }
 }
 
-fn pool_path(node: &Node, model: &str) -> Result<ActorPath, ApiError> {
+/// The pool serving `model`: this node's when it runs one, otherwise the first alive
+/// member whose pool answers (so any gateway serves every model of the cluster).
+async fn pool_path(node: &Node, model: &str) -> Result<ActorPath, ApiError> {
+    let local = local_pool_path(node, model)?;
+    if node.registry().contains(&local.name) {
+        return Ok(local);
+    }
+    remote_pool(node, &local.name)
+        .await
+        .ok_or_else(|| model_not_found(model))
+}
+
+/// Asks the alive members (other than this node) for `inference/<model>`; first that
+/// answers a usable pool wins.
+async fn remote_pool(node: &Node, name: &str) -> Option<ActorPath> {
+    use abi_protocol::membership::{ListNodes, NodeStatus, PATH};
+    let members = node
+        .ask(&node.path(PATH).ok()?, ListNodes, Duration::from_secs(2))
+        .await
+        .ok()?;
+    let probes = members
+        .into_iter()
+        .filter(|m| m.id != *node.id() && m.status == NodeStatus::Alive)
+        .map(|m| async move {
+            let path = ActorPath::new(m.id, 0, name).ok()?;
+            match node.ask(&path, Describe, Duration::from_secs(2)).await {
+                Ok(info) if info.unavailable.is_none() => Some(path),
+                _ => None,
+            }
+        });
+    futures::future::join_all(probes)
+        .await
+        .into_iter()
+        .flatten()
+        .next()
+}
+
+fn local_pool_path(node: &Node, model: &str) -> Result<ActorPath, ApiError> {
     let ok = !model.is_empty()
         && model.len() <= 128
         && model
@@ -196,7 +233,7 @@ async fn embeddings_inner(node: &Node, body: &[u8]) -> Result<Value, ApiError> {
             )));
         }
     };
-    let path = pool_path(node, &req.model)?;
+    let path = pool_path(node, &req.model).await?;
     let out = node
         .ask(&path, Embed { inputs }, EMBED_TIMEOUT)
         .await
@@ -397,7 +434,7 @@ async fn chat_completions(state: web::Data<GatewayState>, body: Bytes) -> HttpRe
 async fn chat_inner(node: &Node, body: &[u8]) -> Result<HttpResponse, ApiError> {
     let b: ChatBody = parse(body)?;
     let req = chat_request(&b)?;
-    let path = pool_path(node, &b.model)?;
+    let path = pool_path(node, &b.model).await?;
     let id = completion_id();
     let created = now_s();
     if !b.stream {
@@ -601,7 +638,7 @@ async fn models(state: web::Data<GatewayState>) -> HttpResponse {
         .map(|s| s.child_names())
         .unwrap_or_default();
     for name in names {
-        let Ok(path) = pool_path(node, &name) else {
+        let Ok(path) = local_pool_path(node, &name) else {
             continue;
         };
         if let Ok(info) = node.ask(&path, Describe, Duration::from_secs(2)).await {
