@@ -87,6 +87,10 @@ pub enum CertsCommand {
         /// Output directory (the --tls-dir layout).
         #[arg(long)]
         out: PathBuf,
+        /// Extra subject alternative names (DNS names or IPs, repeatable), for
+        /// using the certificate on the HTTPS gateway, e.g. `--san localhost --san 127.0.0.1`.
+        #[arg(long)]
+        san: Vec<String>,
     },
 }
 
@@ -154,6 +158,21 @@ pub struct RunArgs {
     /// API keys file: turns gateway authentication on (see `abi-node keys create`).
     #[arg(long)]
     pub keys_file: Option<PathBuf>,
+    /// Gateway HTTPS certificate chain (PEM); with --gateway-tls-key the gateway serves only HTTPS.
+    #[arg(long, requires = "gateway_tls_key")]
+    pub gateway_tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --gateway-tls-cert.
+    #[arg(long, requires = "gateway_tls_cert")]
+    pub gateway_tls_key: Option<PathBuf>,
+    /// Allow plain HTTP on a non-loopback --http address (e.g. behind a TLS-terminating proxy).
+    #[arg(long)]
+    pub allow_insecure_http: bool,
+    /// Accept HS256 JWTs signed with the secret in this file (at least 32 bytes).
+    #[arg(long)]
+    pub jwt_hs256_secret_file: Option<PathBuf>,
+    /// Accept RS256 JWTs verified with this PEM public key.
+    #[arg(long)]
+    pub jwt_rs256_public_key: Option<PathBuf>,
     /// Log format (overrides telemetry.log_format).
     #[arg(long, value_enum)]
     pub log_format: Option<LogFormatArg>,

@@ -104,15 +104,28 @@ fn security(r: &Resolved) -> anyhow::Result<Arc<Security>> {
             tracing::info!(keys_file = %path.display(), "gateway authentication on");
             Some(store)
         }
-        None => {
+        None if r.jwt.is_none() => {
             tracing::warn!(
                 "gateway authentication off (no --keys-file): keep the gateway on loopback"
             );
             None
         }
+        None => None,
     };
+    let jwt = match &r.jwt {
+        Some(settings) => {
+            let v = abi_gateway::auth::jwt::JwtVerifier::new(settings)?;
+            tracing::info!(verifier = ?v, "gateway accepts JWT bearer tokens");
+            Some(v)
+        }
+        None => None,
+    };
+    if keys.is_none() && jwt.is_some() {
+        tracing::info!("gateway authentication on (JWT only)");
+    }
     Ok(Arc::new(Security {
         keys,
+        jwt,
         open_metrics: g.open_metrics,
         limiter: (g.rate_limit_per_sec > 0.0).then(|| {
             abi_gateway::auth::limit::RateLimiter::new(g.rate_limit_per_sec, g.rate_limit_burst)
@@ -140,7 +153,12 @@ fn pool_decl(r: &Resolved, p: &abi_topology::InferencePool) -> abi_inference::po
 /// The node's subsystems in start order: devices first (others lease them),
 /// then storage, inference, and the gateway last so that it only opens when
 /// what it routes to exists (and closes first on shutdown).
-fn children(r: &Resolved, security: &Arc<Security>, mut spec: SupervisorSpec) -> SupervisorSpec {
+fn children(
+    r: &Resolved,
+    security: &Arc<Security>,
+    gateway_tls: Option<Arc<rustls::ServerConfig>>,
+    mut spec: SupervisorSpec,
+) -> SupervisorSpec {
     let t = &r.topology;
     if t.gpu.placement.matches(&r.me) {
         spec = spec.child(abi_gpu::child_spec(abi_gpu::PluginConfig {
@@ -172,6 +190,8 @@ fn children(r: &Resolved, security: &Arc<Security>, mut spec: SupervisorSpec) ->
                 max_body_bytes: t.gateway.max_body_bytes,
                 request_timeout: timeout,
                 security: security.clone(),
+                tls: gateway_tls,
+                cors_origins: t.gateway.cors_origins.clone(),
             },
             timeout,
         ));
@@ -192,12 +212,21 @@ async fn serve(r: Resolved, shutdown_timeout: Duration) -> anyhow::Result<ExitCo
         env!("CARGO_PKG_VERSION")
     );
     let security = security(&r)?;
+    // TLS files are read here, before anything starts, so a bad file fails fast.
+    let gateway_tls = match &r.gateway_tls {
+        Some(p) => {
+            let cfg = abi_gateway::tls::server_config(&p.cert, &p.key)?;
+            tracing::info!(cert = %p.cert.display(), "gateway serves HTTPS only");
+            Some(cfg)
+        }
+        None => None,
+    };
     let cluster = crate::cluster::start(&r, &node).await?;
     let mut spec = root_spec(&r);
     if let Some(c) = &cluster {
         spec = spec.child(c.membership.clone());
     }
-    let spec = children(&r, &security, spec);
+    let spec = children(&r, &security, gateway_tls, spec);
     let root = node
         .start_root(spec)
         .await
