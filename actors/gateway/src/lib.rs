@@ -11,6 +11,7 @@
 //! - [`cors`]: CORS for browser clients (off by default).
 //! - [`error`]: [`ApiError`], the mapping from failures to HTTP statuses.
 //! - [`http_metrics`]: per-route request counters and latency histograms.
+//! - [`openapi`]: the OpenAPI 3 document (`GET /openapi.json`).
 //! - [`routes`]: one module per API family.
 //! - [`tls`]: the HTTPS server configuration.
 
@@ -20,6 +21,7 @@ pub mod cors;
 pub mod error;
 pub mod http_metrics;
 pub mod live;
+pub mod openapi;
 pub mod routes;
 pub mod tls;
 

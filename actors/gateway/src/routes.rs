@@ -19,6 +19,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     membership::configure(cfg);
     observe::configure(cfg);
     qdrant::configure(cfg);
+    cfg.route("/openapi.json", web::get().to(crate::openapi::openapi_json));
 }
 
 /// JSON 404 for unknown routes.

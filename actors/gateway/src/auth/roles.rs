@@ -15,9 +15,13 @@ pub enum Access {
 }
 
 /// `(method, pattern, access)`; `{x}` matches one segment, `{x:.*}` one or more.
+/// Exactly the served routes: a unit test in [`crate::openapi`] checks that
+/// this table and the OpenAPI document list the same operations.
 pub const ROUTES: &[(&str, &str, Access)] = &[
     ("GET", "/", Access::Open),
     ("GET", "/health", Access::Open),
+    // The API description is public, like the API's shape in any client library.
+    ("GET", "/openapi.json", Access::Open),
     ("GET", "/ready", Access::Open),
     ("GET", "/dashboard", Access::Open),
     ("GET", "/dashboard/", Access::Open),
@@ -40,12 +44,16 @@ pub const ROUTES: &[(&str, &str, Access)] = &[
     ("POST", "/v1/admin/keys/reload", Access::Role(Role::Admin)),
     // OpenAI-compatible inference.
     ("GET", "/v1/models", Access::Role(Role::Reader)),
-    ("GET", "/v1/models/{model}", Access::Role(Role::Reader)),
     ("POST", "/v1/embeddings", Access::Role(Role::Reader)),
     ("POST", "/v1/chat/completions", Access::Role(Role::Reader)),
     // Devices and compute.
     ("GET", "/v1/devices", Access::Role(Role::Reader)),
     ("POST", "/v1/compute/{op}", Access::Role(Role::Reader)),
+    (
+        "POST",
+        "/v1/compute/{op}/binary",
+        Access::Role(Role::Reader),
+    ),
     // Qdrant-compatible collections.
     ("GET", "/collections", Access::Role(Role::Reader)),
     ("GET", "/collections/{name}", Access::Role(Role::Reader)),
@@ -55,7 +63,6 @@ pub const ROUTES: &[(&str, &str, Access)] = &[
         Access::Role(Role::Reader),
     ),
     ("PUT", "/collections/{name}", Access::Role(Role::Writer)),
-    ("PATCH", "/collections/{name}", Access::Role(Role::Writer)),
     ("DELETE", "/collections/{name}", Access::Role(Role::Writer)),
     (
         "PUT",
@@ -65,26 +72,6 @@ pub const ROUTES: &[(&str, &str, Access)] = &[
     (
         "POST",
         "/collections/{name}/points/delete",
-        Access::Role(Role::Writer),
-    ),
-    (
-        "POST",
-        "/collections/{name}/points/payload",
-        Access::Role(Role::Writer),
-    ),
-    (
-        "PUT",
-        "/collections/{name}/points/payload",
-        Access::Role(Role::Writer),
-    ),
-    (
-        "POST",
-        "/collections/{name}/points/payload/delete",
-        Access::Role(Role::Writer),
-    ),
-    (
-        "POST",
-        "/collections/{name}/snapshots",
         Access::Role(Role::Writer),
     ),
     (
