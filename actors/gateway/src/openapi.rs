@@ -62,10 +62,7 @@ impl Modify for Security {
                     continue;
                 };
                 // `{path}` stands for one or more segments; any sample works for the lookup.
-                let sample = path
-                    .replace("{path}", "n/x")
-                    .replace('{', "")
-                    .replace('}', "");
+                let sample = path.replace("{path}", "n/x").replace(['{', '}'], "");
                 let role = match required(&m, &sample) {
                     Access::Open => continue,
                     Access::Role(r) => r,
