@@ -216,8 +216,11 @@ pub struct KeyStore {
     /// active key and cannot be grown by guessing; a reload clears it, which
     /// is what makes revocation effective. The map's SipHash (random keys per
     /// process) is the fast hash; the lookup compares the full key.
-    verified: Arc<RwLock<HashMap<Box<str>, (String, Role)>>>,
+    verified: Arc<RwLock<Verified>>,
 }
+
+/// Presented key → (key id, role), for keys that passed the hash check.
+type Verified = HashMap<Box<str>, (String, Role)>;
 
 impl KeyStore {
     /// Loads `path`.

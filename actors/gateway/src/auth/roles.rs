@@ -116,42 +116,70 @@ pub const ROUTES: &[(&str, &str, Access)] = &[
     ),
 ];
 
-fn matches(pattern: &str, path: &str) -> bool {
-    let pat: Vec<&str> = pattern.trim_end_matches('/').split('/').collect();
-    let segs: Vec<&str> = path.trim_end_matches('/').split('/').collect();
-    match pat.iter().position(|p| p.ends_with(":.*}")) {
-        None => {
-            pat.len() == segs.len()
-                && pat
-                    .iter()
-                    .zip(&segs)
-                    .all(|(p, s)| p == s || (p.starts_with('{') && !s.is_empty()))
-        }
-        Some(tail) => {
-            let after = &pat[tail + 1..];
-            segs.len() > tail + after.len()
-                && pat[..tail]
-                    .iter()
-                    .zip(&segs)
-                    .all(|(p, s)| p == s || (p.starts_with('{') && !s.is_empty()))
-                && after
-                    .iter()
-                    .zip(&segs[segs.len() - after.len()..])
-                    .all(|(p, s)| p == s || p.starts_with('{'))
+/// A [`ROUTES`] entry split into segments once, so that the per-request
+/// lookup allocates nothing per pattern.
+struct Compiled {
+    method: &'static str,
+    segs: Vec<&'static str>,
+    /// Index of the `{x:.*}` segment, if any.
+    tail: Option<usize>,
+    /// Literal segments: more of them wins (`points/search` over `points/{id}`).
+    literal: usize,
+    access: Access,
+}
+
+fn table() -> &'static [Compiled] {
+    static TABLE: std::sync::OnceLock<Vec<Compiled>> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        ROUTES
+            .iter()
+            .map(|(method, pattern, access)| {
+                let segs: Vec<&'static str> = pattern.trim_end_matches('/').split('/').collect();
+                Compiled {
+                    method,
+                    tail: segs.iter().position(|p| p.ends_with(":.*}")),
+                    literal: segs.iter().filter(|s| !s.starts_with('{')).count(),
+                    segs,
+                    access: *access,
+                }
+            })
+            .collect()
+    })
+}
+
+fn seg_matches(p: &str, s: &str) -> bool {
+    p == s || (p.starts_with('{') && !s.is_empty())
+}
+
+impl Compiled {
+    fn matches(&self, segs: &[&str]) -> bool {
+        let pat = &self.segs;
+        match self.tail {
+            None => pat.len() == segs.len() && pat.iter().zip(segs).all(|(p, s)| seg_matches(p, s)),
+            Some(tail) => {
+                let after = &pat[tail + 1..];
+                segs.len() > tail + after.len()
+                    && pat[..tail].iter().zip(segs).all(|(p, s)| seg_matches(p, s))
+                    && after
+                        .iter()
+                        .zip(&segs[segs.len() - after.len()..])
+                        .all(|(p, s)| p == s || p.starts_with('{'))
+            }
         }
     }
 }
 
 /// The access rule for a request; unknown routes need `admin`.
 pub fn required(method: &Method, path: &str) -> Access {
+    let segs: Vec<&str> = path.trim_end_matches('/').split('/').collect();
     // Exact-literal patterns win over parameterised ones (e.g. `points/search` vs `points/{id}`).
     let mut best: Option<(usize, Access)> = None;
-    for (m, pattern, access) in ROUTES {
-        if *m == method.as_str() && matches(pattern, path) {
-            let literal = pattern.split('/').filter(|s| !s.starts_with('{')).count();
-            if best.is_none_or(|(b, _)| literal > b) {
-                best = Some((literal, *access));
-            }
+    for c in table() {
+        if c.method == method.as_str()
+            && c.matches(&segs)
+            && best.is_none_or(|(b, _)| c.literal > b)
+        {
+            best = Some((c.literal, c.access));
         }
     }
     best.map(|(_, a)| a).unwrap_or(Access::Role(Role::Admin))
