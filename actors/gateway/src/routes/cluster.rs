@@ -143,15 +143,37 @@ async fn actors(
 ) -> Result<HttpResponse, ApiError> {
     let node = &state.node;
     let root = match &q.node {
-        Some(id) => ActorPath::root(
-            abi_protocol::NodeId::new(id.clone())
-                .map_err(|e| ApiError::bad_request(e.to_string()))?,
-            0,
-        ),
-        None => node.root_path(),
+        Some(id) if id != node.id().as_str() => {
+            let id = abi_protocol::NodeId::new(id.clone())
+                .map_err(|e| ApiError::bad_request(e.to_string()))?;
+            // A node the cluster does not know is the caller's mistake (404);
+            // only a known member that cannot be reached is a 503.
+            if !is_member(&state, &id).await? {
+                return Err(ApiError::not_found(format!(
+                    "node {id} is not a member of this cluster"
+                )));
+            }
+            ActorPath::root(id, 0)
+        }
+        _ => node.root_path(),
     };
     let tree = node.ask(&root, GetTree, Duration::from_secs(5)).await?;
     Ok(HttpResponse::Ok().json(tree))
+}
+
+/// Whether the membership view lists `id`; a node without a membership actor
+/// (no cluster transport) has no other members.
+async fn is_member(state: &GatewayState, id: &abi_protocol::NodeId) -> Result<bool, ApiError> {
+    use abi_protocol::membership::{ListNodes, PATH};
+    let node = &state.node;
+    let Ok(path) = node.path(PATH) else {
+        return Ok(false);
+    };
+    match node.ask(&path, ListNodes, Duration::from_secs(2)).await {
+        Ok(nodes) => Ok(nodes.iter().any(|n| &n.id == id)),
+        Err(abi_runtime::AskError::NoSuchActor(_)) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Recent supervision events (restarts, failures, escalations).
