@@ -165,7 +165,11 @@ pub fn json() -> &'static str {
     DOC.get_or_init(|| {
         ApiDoc::openapi()
             .to_json()
-            .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+            // Cannot happen for a derived document; still answer valid JSON.
+            .unwrap_or_else(|e| {
+                serde_json::json!({"error": {"code": "internal", "message": e.to_string()}})
+                    .to_string()
+            })
     })
 }
 
