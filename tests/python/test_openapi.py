@@ -157,7 +157,8 @@ def test_schemathesis_finds_no_server_errors(secured_node):
             "--no-color",
             *extra,
         ]
-        run = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
+        # cwd: schemathesis keeps its example database in ./.schemathesis.
+        run = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=work)
         out = run.stdout + run.stderr
         assert run.returncode == 0, out[-8000:]
         assert re.search(r"\d+ generated, \d+ passed", out), out[-3000:]
