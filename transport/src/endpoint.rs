@@ -186,6 +186,7 @@ struct TellJob {
     to: ActorPath,
     type_name: String,
     payload: Vec<u8>,
+    meta: RequestMeta,
 }
 
 struct Inner {
@@ -557,6 +558,7 @@ impl Transport {
         to: ActorPath,
         type_name: &str,
         payload: Vec<u8>,
+        meta: RequestMeta,
     ) -> Result<(), RemoteError> {
         self.inner
             .tells
@@ -564,6 +566,7 @@ impl Transport {
                 to,
                 type_name: type_name.to_string(),
                 payload,
+                meta,
             })
             .map_err(|_| RemoteError::Shutdown)
     }
@@ -1141,7 +1144,7 @@ async fn drive(
             Some(job) = tells.recv() => {
                 let t = Transport { inner: inner.clone() };
                 conns.spawn(async move {
-                    if let Err(e) = t.tell(job.to, &job.type_name, job.payload, RequestMeta::default()).await {
+                    if let Err(e) = t.tell(job.to, &job.type_name, job.payload, job.meta).await {
                         debug!(error = %e, "queued tell failed");
                     }
                 });

@@ -9,6 +9,7 @@ use std::time::Instant;
 use abi_protocol::ActorPath;
 use abi_runtime::{AskError, Node, Remote};
 use futures::future::BoxFuture;
+use tracing::Instrument;
 
 use crate::{Inbound, InboundHandler, RemoteError, RequestMeta, Transport};
 
@@ -83,16 +84,15 @@ impl Remote for Transport {
         deadline: Instant,
     ) -> BoxFuture<'static, Result<Vec<u8>, AskError>> {
         let t = self.clone();
+        // Read synchronously: the caller's span is current now, not inside the future.
+        let meta = RequestMeta {
+            from: None,
+            traceparent: abi_runtime::trace::current_traceparent(),
+        };
         Box::pin(async move {
-            t.ask(
-                to.clone(),
-                type_name,
-                payload,
-                deadline,
-                RequestMeta::default(),
-            )
-            .await
-            .map_err(|e| to_ask_error(e, &to))
+            t.ask(to.clone(), type_name, payload, deadline, meta)
+                .await
+                .map_err(|e| to_ask_error(e, &to))
         })
     }
 
@@ -102,7 +102,11 @@ impl Remote for Transport {
         type_name: &'static str,
         payload: Vec<u8>,
     ) -> Result<(), AskError> {
-        self.tell_queued(to.clone(), type_name, payload)
+        let meta = RequestMeta {
+            from: None,
+            traceparent: abi_runtime::trace::current_traceparent(),
+        };
+        self.tell_queued(to.clone(), type_name, payload, meta)
             .map_err(|e| to_ask_error(e, &to))
     }
 }
@@ -114,8 +118,19 @@ impl Remote for Transport {
 pub fn node_handler(node: Node) -> Arc<dyn InboundHandler> {
     Arc::new(
         move |m: Inbound| -> BoxFuture<'static, Result<Vec<u8>, RemoteError>> {
-            let fut = node.deliver_raw(&m.to, &m.type_name, &m.payload, m.deadline, m.want_reply);
-            Box::pin(async move { fut.await.map_err(RemoteError::from) })
+            if !abi_runtime::trace::enabled() {
+                let fut =
+                    node.deliver_raw(&m.to, &m.type_name, &m.payload, m.deadline, m.want_reply);
+                return Box::pin(async move { fut.await.map_err(RemoteError::from) });
+            }
+            // The handler span continues the sender's trace; delivering inside
+            // it makes the actor's `handle` run in it (ractor propagates it).
+            let span =
+                abi_runtime::trace::inbound_span(&m.to, &m.type_name, m.traceparent.as_deref());
+            let fut = span.in_scope(|| {
+                node.deliver_raw(&m.to, &m.type_name, &m.payload, m.deadline, m.want_reply)
+            });
+            Box::pin(async move { fut.await.map_err(RemoteError::from) }.instrument(span))
         },
     )
 }

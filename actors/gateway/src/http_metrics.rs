@@ -4,11 +4,13 @@ use std::time::Instant;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use tracing::Instrument as _;
 
 use crate::GatewayState;
 
@@ -63,7 +65,33 @@ impl HttpMetrics {
     }
 }
 
-/// Middleware: times every request and counts it by route and status.
+/// The `http.request` span of one request, parented on the client's W3C
+/// `traceparent` header when it sent a valid one (else a new trace starts).
+fn request_span(req: &ServiceRequest, method: &str) -> tracing::Span {
+    let span = tracing::info_span!(
+        target: abi_runtime::trace::TARGET,
+        "http.request",
+        otel.name = tracing::field::Empty,
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        http.request.method = method,
+        http.route = tracing::field::Empty,
+        http.response.status_code = tracing::field::Empty,
+        url.path = req.path(),
+    );
+    if let Some(tp) = req
+        .headers()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+    {
+        abi_runtime::trace::set_parent(&span, tp);
+    }
+    span
+}
+
+/// Middleware: times every request and counts it by route and status; with
+/// tracing on, runs it inside an `http.request` span and answers the span's
+/// `traceparent` so that a client can find its trace.
 pub async fn record(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
@@ -73,7 +101,29 @@ pub async fn record(
     let state = req
         .app_data::<actix_web::web::Data<GatewayState>>()
         .cloned();
-    let res = next.call(req).await?;
+    let span = abi_runtime::trace::enabled().then(|| request_span(&req, &method));
+    let mut res = match &span {
+        Some(span) => next.call(req).instrument(span.clone()).await?,
+        None => next.call(req).await?,
+    };
+    if let Some(span) = &span {
+        let route = res
+            .request()
+            .match_pattern()
+            .unwrap_or_else(|| "unmatched".to_string());
+        span.record("otel.name", format!("{method} {route}"));
+        span.record("http.route", route);
+        span.record("http.response.status_code", res.status().as_u16());
+        if res.status().is_server_error() {
+            span.record("otel.status_code", "ERROR");
+        }
+        if let Some(tp) = abi_runtime::trace::traceparent_of(span)
+            && let Ok(v) = HeaderValue::from_str(&tp)
+        {
+            res.headers_mut()
+                .insert(HeaderName::from_static("traceparent"), v);
+        }
+    }
     if let Some(state) = state {
         let m = HttpMetrics::of(&state.node);
         let elapsed = start.elapsed();

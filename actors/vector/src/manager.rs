@@ -25,6 +25,7 @@ use abi_runtime::{
 use futures::future::join_all;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::task::JoinSet;
+use tracing::Instrument as _;
 
 use crate::collection::{
     load_configs, merge_top_k, route_ids, route_points, save_config, shard_config, shard_dir,
@@ -210,9 +211,13 @@ impl ManagerState {
         reply: ReplyTo<T>,
         fut: impl std::future::Future<Output = T> + Send + 'static,
     ) {
-        self.tasks.spawn(async move {
-            reply.send(fut.await);
-        });
+        // In the handler's span, so that the shard asks it makes join the request's trace.
+        self.tasks.spawn(
+            async move {
+                reply.send(fut.await);
+            }
+            .in_current_span(),
+        );
     }
 
     async fn start_collection(&self, cfg: &CollectionConfig) -> Result<(), VectorError> {

@@ -18,6 +18,7 @@ use abi_protocol::vector::shard::{
 use abi_runtime::Call;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::task::JoinSet;
+use tracing::Instrument as _;
 
 use crate::shard::{Shard, ShardConfig};
 
@@ -91,13 +92,17 @@ impl ShardState {
         reply: impl FnOnce(Result<T, VectorError>) + Send + 'static,
     ) {
         let shard = Arc::clone(&self.shard);
-        self.tasks.spawn(async move {
-            let r = tokio::task::spawn_blocking(move || f(&shard))
-                .await
-                .map_err(join_err)
-                .and_then(|r| r);
-            reply(r);
-        });
+        // The handler's span stays open until the read is answered.
+        self.tasks.spawn(
+            async move {
+                let r = tokio::task::spawn_blocking(move || f(&shard))
+                    .await
+                    .map_err(join_err)
+                    .and_then(|r| r);
+                reply(r);
+            }
+            .in_current_span(),
+        );
     }
 
     /// Starts a compaction when tombstones call for one (at most one at a time).

@@ -191,13 +191,20 @@ impl Node {
         timeout: Duration,
     ) -> Result<R::Reply, AskError> {
         let deadline = Instant::now() + timeout;
+        // Telemetry off: no span at all (one atomic load). On: the span is
+        // current while the message is sent, so the handler runs inside it
+        // (ractor propagates it) and a remote envelope carries its traceparent.
+        let span = crate::trace::enabled()
+            .then(|| crate::trace::message_span(to, R::TYPE, to.node != self.inner.id));
         if to.node != self.inner.id {
             let remote = self.remote(to)?.clone();
             let payload =
                 codec::encode(R::TYPE, &req).map_err(|e| AskError::Codec(e.to_string()))?;
-            let bytes = remote
-                .ask_raw(to.clone(), R::TYPE, payload, deadline)
-                .await?;
+            let fut = match &span {
+                Some(s) => s.in_scope(|| remote.ask_raw(to.clone(), R::TYPE, payload, deadline)),
+                None => remote.ask_raw(to.clone(), R::TYPE, payload, deadline),
+            };
+            let bytes = fut.await?;
             return codec::decode(R::TYPE, &bytes).map_err(|e| AskError::Codec(e.to_string()));
         }
         self.check_incarnation(to)?;
@@ -211,18 +218,24 @@ impl Node {
             type_name: R::TYPE.to_string(),
         })?;
         let (tx, rx) = oneshot::channel();
-        route(Call::new(req, ReplyTo::new(Some(tx), deadline)))
-            .map_err(|()| AskError::ActorStopped(to.to_string()))?;
+        let call = Call::new(req, ReplyTo::new(Some(tx), deadline));
+        let sent = match &span {
+            Some(s) => s.in_scope(|| route(call)),
+            None => route(call),
+        };
+        sent.map_err(|()| AskError::ActorStopped(to.to_string()))?;
         drop(mailbox);
         let reg = self.inner.reaper.register(deadline);
-        match wait(rx, reg).await {
+        let result = match wait(rx, reg).await {
             Ok(Ok(reply)) => Ok(reply),
             Ok(Err(_)) => Err(AskError::ActorStopped(to.to_string())),
             Err(_) => Err(AskError::Timeout {
                 path: to.to_string(),
                 timeout_ms: timeout.as_millis() as u64,
             }),
-        }
+        };
+        drop(span);
+        result
     }
 
     /// Sends `msg` to the actor at `to` without waiting for an answer.
@@ -230,7 +243,13 @@ impl Node {
         if to.node != self.inner.id {
             let payload =
                 codec::encode(R::TYPE, &msg).map_err(|e| AskError::Codec(e.to_string()))?;
-            return self.remote(to)?.tell_raw(to.clone(), R::TYPE, payload);
+            let remote = self.remote(to)?;
+            return match crate::trace::enabled()
+                .then(|| crate::trace::message_span(to, R::TYPE, true))
+            {
+                Some(s) => s.in_scope(|| remote.tell_raw(to.clone(), R::TYPE, payload)),
+                None => remote.tell_raw(to.clone(), R::TYPE, payload),
+            };
         }
         self.check_incarnation(to)?;
         let mailbox = self
@@ -244,8 +263,12 @@ impl Node {
         })?;
         // `tell` has no deadline; a far one keeps `Call::deadline` meaningful.
         let deadline = Instant::now() + Duration::from_secs(3600);
-        route(Call::new(msg, ReplyTo::new(None, deadline)))
-            .map_err(|()| AskError::ActorStopped(to.to_string()))
+        let call = Call::new(msg, ReplyTo::new(None, deadline));
+        match crate::trace::enabled().then(|| crate::trace::message_span(to, R::TYPE, false)) {
+            Some(s) => s.in_scope(|| route(call)),
+            None => route(call),
+        }
+        .map_err(|()| AskError::ActorStopped(to.to_string()))
     }
 
     /// Delivers an encoded message that arrived from another node to a local

@@ -154,6 +154,14 @@ pub struct RunArgs {
     /// API keys file: turns gateway authentication on (see `abi-node keys create`).
     #[arg(long)]
     pub keys_file: Option<PathBuf>,
+    /// OTLP/HTTP traces URL, e.g. http://127.0.0.1:6006/v1/traces (overrides
+    /// telemetry.otlp_endpoint; OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is taken as is,
+    /// OTEL_EXPORTER_OTLP_ENDPOINT gets /v1/traces appended, as the OTel spec says).
+    #[arg(long)]
+    pub otlp_endpoint: Option<String>,
+    /// Fraction of new traces exported (overrides telemetry.sampling_ratio).
+    #[arg(long)]
+    pub sampling_ratio: Option<f64>,
     /// Log format (overrides telemetry.log_format).
     #[arg(long, value_enum)]
     pub log_format: Option<LogFormatArg>,

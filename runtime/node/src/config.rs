@@ -165,6 +165,15 @@ pub fn resolve(args: &RunArgs) -> anyhow::Result<Resolved> {
         },
         (None, None) => None,
     };
+    if let Some(e) = otlp_endpoint(args, |k| std::env::var(k).ok()) {
+        t.telemetry.otlp_endpoint = Some(e);
+    }
+    if let Some(r) = args.sampling_ratio {
+        if !(0.0..=1.0).contains(&r) {
+            bail!("--sampling-ratio must be between 0.0 and 1.0, got {r}");
+        }
+        t.telemetry.sampling_ratio = r;
+    }
     let keys_file = args
         .keys_file
         .clone()
@@ -176,4 +185,77 @@ pub fn resolve(args: &RunArgs) -> anyhow::Result<Resolved> {
         me,
         base,
     })
+}
+
+/// The traces endpoint from the flag or the standard OTel variables (all of
+/// which override the file): the flag, then `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`
+/// (used as is), then `OTEL_EXPORTER_OTLP_ENDPOINT` (a base URL: `/v1/traces`
+/// is appended). Empty values count as unset.
+pub fn otlp_endpoint(args: &RunArgs, env: impl Fn(&str) -> Option<String>) -> Option<String> {
+    let set = |v: Option<String>| v.filter(|s| !s.trim().is_empty());
+    set(args.otlp_endpoint.clone())
+        .or_else(|| set(env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")))
+        .or_else(|| {
+            set(env("OTEL_EXPORTER_OTLP_ENDPOINT"))
+                .map(|base| format!("{}/v1/traces", base.trim_end_matches('/')))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    fn run_args(argv: &[&str]) -> RunArgs {
+        let mut full = vec!["abi-node", "run"];
+        full.extend_from_slice(argv);
+        match crate::cli::Cli::parse_from(full).command {
+            crate::cli::Command::Run(a) => *a,
+            _ => panic!("not a run command"),
+        }
+    }
+
+    #[test]
+    fn otlp_endpoint_precedence() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        let none = run_args(&[]);
+        assert_eq!(otlp_endpoint(&none, env(&[])), None);
+        assert_eq!(
+            otlp_endpoint(
+                &none,
+                env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318/")])
+            ),
+            Some("http://c:4318/v1/traces".into())
+        );
+        assert_eq!(
+            otlp_endpoint(
+                &none,
+                env(&[
+                    ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"),
+                    ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://t:1/x"),
+                ])
+            ),
+            Some("http://t:1/x".into())
+        );
+        let flag = run_args(&["--otlp-endpoint", "http://f:2/v1/traces"]);
+        assert_eq!(
+            otlp_endpoint(
+                &flag,
+                env(&[("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://t:1/x")])
+            ),
+            Some("http://f:2/v1/traces".into())
+        );
+        assert_eq!(
+            otlp_endpoint(&none, env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "  ")])),
+            None
+        );
+    }
 }

@@ -29,7 +29,16 @@ pub fn main(args: RunArgs) -> ExitCode {
         Some(LogFormatArg::Text) => false,
         None => resolved.topology.telemetry.log_format == abi_topology::LogFormat::Json,
     };
-    crate::logging::init(json);
+    // The tracer provider must exist before the subscriber is installed (its
+    // layer is part of it); the flusher actor that exports starts with the tree.
+    let telemetry = match telemetry(&resolved) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("telemetry: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    crate::logging::init(json, telemetry.as_ref());
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -42,6 +51,7 @@ pub fn main(args: RunArgs) -> ExitCode {
     };
     match runtime.block_on(serve(
         resolved,
+        telemetry,
         Duration::from_secs(args.shutdown_timeout_secs),
     )) {
         Ok(code) => code,
@@ -50,6 +60,21 @@ pub fn main(args: RunArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The span sink, when an OTLP endpoint is configured.
+fn telemetry(
+    r: &Resolved,
+) -> Result<Option<abi_telemetry::Telemetry>, abi_telemetry::TelemetryError> {
+    let t = &r.topology.telemetry;
+    let Some(endpoint) = &t.otlp_endpoint else {
+        return Ok(None);
+    };
+    let mut cfg = abi_telemetry::TelemetryConfig::new(endpoint.clone());
+    cfg.sampling_ratio = t.sampling_ratio;
+    cfg.queue_size = t.queue_size;
+    cfg.service_name = t.service_name.clone();
+    abi_telemetry::Telemetry::new(cfg).map(Some)
 }
 
 /// Each start of a node gets a higher incarnation, persisted in its data dir.
@@ -179,7 +204,11 @@ fn children(r: &Resolved, security: &Arc<Security>, mut spec: SupervisorSpec) ->
     spec
 }
 
-async fn serve(r: Resolved, shutdown_timeout: Duration) -> anyhow::Result<ExitCode> {
+async fn serve(
+    r: Resolved,
+    telemetry: Option<abi_telemetry::Telemetry>,
+    shutdown_timeout: Duration,
+) -> anyhow::Result<ExitCode> {
     let incarnation = next_incarnation(&r.me.data_dir)?;
     let node = Node::new(abi_protocol::NodeId::new(r.me.id.clone())?, incarnation);
     tracing::info!(
@@ -194,6 +223,19 @@ async fn serve(r: Resolved, shutdown_timeout: Duration) -> anyhow::Result<ExitCo
     let security = security(&r)?;
     let cluster = crate::cluster::start(&r, &node).await?;
     let mut spec = root_spec(&r);
+    if let Some(t) = &telemetry {
+        // First child: started before anything that makes spans, stopped
+        // last, so the final flush sees the spans of the shutdown too.
+        t.register_metrics(&node);
+        t.install_propagation();
+        spec = spec.child(t.child_spec());
+        tracing::info!(
+            endpoint = %t.config().otlp_endpoint,
+            sampling_ratio = t.config().sampling_ratio,
+            queue_size = t.config().queue_size,
+            "exporting traces over OTLP/HTTP"
+        );
+    }
     if let Some(c) = &cluster {
         spec = spec.child(c.membership.clone());
     }
@@ -224,6 +266,9 @@ async fn serve(r: Resolved, shutdown_timeout: Duration) -> anyhow::Result<ExitCo
         }
     }
     let exit = root.shutdown(shutdown_timeout).await;
+    if let Some(t) = &telemetry {
+        t.shutdown();
+    }
     if let Some(c) = cluster {
         // Peers see the connection close at once instead of waiting for the idle timeout.
         c.transport.shutdown();

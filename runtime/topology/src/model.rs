@@ -633,6 +633,19 @@ pub struct Telemetry {
     /// `text` or `json` log lines.
     #[serde(default)]
     pub log_format: LogFormat,
+    /// Finished spans waiting for export at most; more are dropped and counted.
+    #[serde(default = "default_queue_size")]
+    pub queue_size: usize,
+    /// `service.name` of exported spans (default `abi-node`).
+    #[serde(default = "default_service_name")]
+    pub service_name: String,
+}
+
+fn default_queue_size() -> usize {
+    2048
+}
+fn default_service_name() -> String {
+    "abi-node".into()
 }
 
 fn yes() -> bool {
@@ -649,6 +662,8 @@ impl Default for Telemetry {
             prometheus: true,
             sampling_ratio: default_sampling(),
             log_format: LogFormat::Text,
+            queue_size: default_queue_size(),
+            service_name: default_service_name(),
         }
     }
 }

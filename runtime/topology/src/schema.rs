@@ -197,6 +197,8 @@ pub const TOPOLOGY: &[Field] = &[
             opt("prometheus", Ty::Bool),
             opt("sampling_ratio", Ty::Float),
             opt("log_format", Ty::Enum(&["text", "json"])),
+            opt("queue_size", Ty::UInt),
+            opt("service_name", Ty::Str),
         ]),
     ),
     opt(

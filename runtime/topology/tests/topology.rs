@@ -226,6 +226,8 @@ otlp_endpoint = "http://127.0.0.1:4317"
 prometheus = false
 sampling_ratio = 0.5
 log_format = "json"
+queue_size = 64
+service_name = "abi-test"
 [membership]
 heartbeat_ms = 100
 suspect_ms = 300
@@ -234,6 +236,8 @@ dead_ms = 900
     let t = parse("all.toml", text, &dir).unwrap_or_else(|d| panic!("{d}"));
     assert_eq!(t.collections[0].fsync, abi_topology::FsyncName::Group);
     assert_eq!(t.membership.dead_ms, 900);
+    assert_eq!(t.telemetry.queue_size, 64);
+    assert_eq!(t.telemetry.service_name, "abi-test");
     assert_eq!(
         t.supervision.strategy,
         abi_topology::StrategyName::RestForOne

@@ -1,0 +1,37 @@
+//! W3C trace context (`traceparent`) for the runtime's trace seam.
+
+use std::collections::HashMap;
+
+use opentelemetry::propagation::TextMapPropagator as _;
+use opentelemetry::trace::TraceContextExt as _;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+
+/// `traceparent` in and out of `tracing` spans, through `tracing-opentelemetry`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct W3c;
+
+impl abi_runtime::trace::Propagation for W3c {
+    fn traceparent(&self, span: &tracing::Span) -> Option<String> {
+        let cx = span.context();
+        let sc = cx.span().span_context().clone();
+        if !sc.is_valid() {
+            return None;
+        }
+        Some(format!(
+            "00-{}-{}-{:02x}",
+            sc.trace_id(),
+            sc.span_id(),
+            sc.trace_flags().to_u8()
+        ))
+    }
+
+    fn set_parent(&self, span: &tracing::Span, traceparent: &str) {
+        let carrier = HashMap::from([("traceparent".to_string(), traceparent.to_string())]);
+        let cx = TraceContextPropagator::new().extract(&carrier);
+        // An invalid header yields an empty context: the span then starts a new trace.
+        if cx.span().span_context().is_valid() {
+            let _ = span.set_parent(cx);
+        }
+    }
+}
