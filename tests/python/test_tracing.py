@@ -200,3 +200,72 @@ def test_export_counters_in_metrics(phoenix, traced_node):
             return
         time.sleep(0.5)
     raise AssertionError(f"no span exported: {exported}")
+
+
+def _cli(*args):
+    r = subprocess.run([_node_bin(), *args], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_a_remote_ask_continues_the_trace_on_the_other_node(phoenix):
+    """n1's gateway asks n2's root supervisor over QUIC: the envelope carries
+    the traceparent and n2's handler span is a child of n1's ask span."""
+    work = tempfile.mkdtemp(prefix="abi-traced-cluster-")
+    procs = []
+    try:
+        _cli("certs", "init", os.path.join(work, "ca"))
+        quic = {n: _free_port() for n in ("n1", "n2")}
+        http = {n: f"127.0.0.1:{_free_port()}" for n in ("n1", "n2")}
+        config = os.path.join(work, "abi.toml")
+        with open(config, "w") as f:
+            f.write('[cluster]\nname = "t"\n\n[membership]\nheartbeat_ms = 200\nsuspect_ms = 600\ndead_ms = 1500\n')
+        seeds = ",".join(f"127.0.0.1:{p}" for p in quic.values())
+        for n in ("n1", "n2"):
+            tls = os.path.join(work, n, "tls")
+            _cli("certs", "issue", "--ca", os.path.join(work, "ca"), "--node", n, "--out", tls)
+            log = os.path.join(work, f"{n}.log")
+            procs.append((subprocess.Popen(
+                [_node_bin(), "run", "--config", config, "--node-id", n,
+                 "--listen", f"127.0.0.1:{quic[n]}", "--http", http[n],
+                 "--data-dir", os.path.join(work, n, "data"), "--models-dir", MODELS,
+                 "--tls-dir", tls, "--seeds", seeds,
+                 "--otlp-endpoint", phoenix + "/v1/traces"],
+                cwd=work, stdout=open(log, "wb"), stderr=subprocess.STDOUT), log))
+        for (proc, log), n in zip(procs, ("n1", "n2")):
+            _wait(f"http://{http[n]}/health", proc, n, 120, log)
+        n1 = f"http://{http['n1']}"
+        deadline = time.time() + 30
+        while True:
+            nodes = requests.get(n1 + "/v1/cluster/nodes", timeout=5).json().get("nodes", [])
+            if any(x["id"] == "n2" and x["status"] == "alive" for x in nodes):
+                break
+            assert time.time() < deadline, nodes
+            time.sleep(0.3)
+
+        trace_id, client_span, tp = _traceparent()
+        r = requests.get(n1 + "/v1/cluster/actors", params={"node": "n2"},
+                         headers={"traceparent": tp}, timeout=10)
+        assert r.status_code == 200, r.text
+        assert r.json()["path"] == "n2"
+
+        spans = _spans_of(phoenix, trace_id, want=3)
+        http_span = next(s for s in spans if s["name"] == "http.request")
+        assert http_span["parent_id"] == client_span
+        handles = [s for s in spans if s["name"] == "actor.handle"]
+        # The asking side (on n1) and the handling side (on n2), both naming n2's root.
+        assert len(handles) == 2, spans
+        client = next(s for s in handles if s["parent_id"] == http_span["context"]["span_id"])
+        server = next(s for s in handles if s is not client)
+        assert client["attributes"]["actor.path"].split("@")[0].split("/")[0] == "n2"
+        assert client["attributes"]["remote"] in (True, "true", "True")
+        assert server["parent_id"] == client["context"]["span_id"]
+        assert server["attributes"]["message_type"] == client["attributes"]["message_type"]
+    finally:
+        for proc, _ in procs:
+            proc.terminate()
+        for proc, _ in procs:
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        shutil.rmtree(work, ignore_errors=True)

@@ -118,15 +118,15 @@ impl Remote for Transport {
 pub fn node_handler(node: Node) -> Arc<dyn InboundHandler> {
     Arc::new(
         move |m: Inbound| -> BoxFuture<'static, Result<Vec<u8>, RemoteError>> {
-            if !abi_runtime::trace::enabled() {
+            let Some(span) =
+                abi_runtime::trace::inbound_span(&m.to, &m.type_name, m.traceparent.as_deref())
+            else {
                 let fut =
                     node.deliver_raw(&m.to, &m.type_name, &m.payload, m.deadline, m.want_reply);
                 return Box::pin(async move { fut.await.map_err(RemoteError::from) });
-            }
+            };
             // The handler span continues the sender's trace; delivering inside
             // it makes the actor's `handle` run in it (ractor propagates it).
-            let span =
-                abi_runtime::trace::inbound_span(&m.to, &m.type_name, m.traceparent.as_deref());
             let fut = span.in_scope(|| {
                 node.deliver_raw(&m.to, &m.type_name, &m.payload, m.deadline, m.want_reply)
             });

@@ -26,6 +26,20 @@ impl abi_runtime::trace::Propagation for W3c {
         ))
     }
 
+    fn in_trace(&self, span: &tracing::Span) -> bool {
+        use tracing_subscriber::registry::LookupSpan as _;
+        span.with_subscriber(|(id, dispatch)| {
+            let Some(registry) = dispatch.downcast_ref::<tracing_subscriber::Registry>() else {
+                return false;
+            };
+            registry.span(id).is_some_and(|s| {
+                s.scope()
+                    .any(|a| a.metadata().target() == abi_runtime::trace::TARGET)
+            })
+        })
+        .unwrap_or(false)
+    }
+
     fn set_parent(&self, span: &tracing::Span, traceparent: &str) {
         let carrier = HashMap::from([("traceparent".to_string(), traceparent.to_string())]);
         let cx = TraceContextPropagator::new().extract(&carrier);

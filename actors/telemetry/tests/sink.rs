@@ -67,18 +67,30 @@ async fn receiver_down_drops_and_counts() {
     // 1000 spans into a 16-slot queue: most overflow at once; making them
     // must not wait for the exporter (generous bound for a loaded CI box).
     let took = make_spans(&t, 1000);
-    assert!(took < Duration::from_secs(2), "span creation blocked: {took:?}");
+    assert!(
+        took < Duration::from_secs(2),
+        "span creation blocked: {took:?}"
+    );
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let full = metric(&node, "abi_telemetry_spans_dropped_total{reason=\"queue_full\"}");
-        let failed = metric(&node, "abi_telemetry_spans_dropped_total{reason=\"export_failed\"}");
+        let full = metric(
+            &node,
+            "abi_telemetry_spans_dropped_total{reason=\"queue_full\"}",
+        );
+        let failed = metric(
+            &node,
+            "abi_telemetry_spans_dropped_total{reason=\"export_failed\"}",
+        );
         if full + failed == 1000.0 {
             assert!(full >= 900.0, "queue_full {full}");
             assert!(failed >= 1.0, "export_failed {failed}");
             assert_eq!(metric(&node, "abi_telemetry_spans_exported_total"), 0.0);
             break;
         }
-        assert!(Instant::now() < deadline, "counted {full} + {failed} of 1000");
+        assert!(
+            Instant::now() < deadline,
+            "counted {full} + {failed} of 1000"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     root.shutdown(Duration::from_secs(5)).await;
@@ -157,7 +169,10 @@ async fn spans_reach_an_otlp_receiver_with_their_parent_chain() {
         abi_runtime::trace::current_traceparent()
     });
     let tp = seen_tp.expect("a traceparent for the current span");
-    assert!(tp.starts_with(&format!("00-{trace_id}-")) && tp.ends_with("-01"), "{tp}");
+    assert!(
+        tp.starts_with(&format!("00-{trace_id}-")) && tp.ends_with("-01"),
+        "{tp}"
+    );
 
     let deadline = Instant::now() + Duration::from_secs(10);
     while metric(&node, "abi_telemetry_spans_exported_total") < 2.0 {
@@ -193,4 +208,33 @@ async fn spans_reach_an_otlp_receiver_with_their_parent_chain() {
     assert!(service.contains("sink-test"), "{service}");
     root.shutdown(Duration::from_secs(5)).await;
     server.abort();
+}
+
+#[test]
+fn message_spans_only_inside_a_traced_request() {
+    use tracing_subscriber::Layer as _;
+    let t = Telemetry::new(TelemetryConfig::new("http://127.0.0.1:9/v1/traces")).expect("config");
+    t.install_propagation();
+    // The node's composition (runtime/node/src/logging.rs): the log layer has
+    // the trace target turned off, the exporter's layer sees only it.
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::sink)
+        .with_filter(tracing_subscriber::EnvFilter::new("info,abi::trace=off"));
+    let subscriber = tracing_subscriber::registry()
+        .with(Some(t.layer()))
+        .with(fmt);
+    tracing::subscriber::with_default(subscriber, || {
+        assert!(abi_runtime::trace::message_span(&"n/x", "t", false).is_none());
+        let outer = tracing::info_span!(target: abi_runtime::trace::TARGET, "http.request");
+        let _o = outer.enter();
+        // A log span of another crate in between (the gateway's request-id span).
+        let log = tracing::info_span!("http", request_id = 7);
+        let _l = log.enter();
+        let inner = abi_runtime::trace::message_span(&"n/x", "t", false);
+        assert!(
+            inner.is_some(),
+            "current: {:?}",
+            tracing::Span::current().metadata()
+        );
+    });
 }

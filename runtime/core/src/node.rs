@@ -191,11 +191,10 @@ impl Node {
         timeout: Duration,
     ) -> Result<R::Reply, AskError> {
         let deadline = Instant::now() + timeout;
-        // Telemetry off: no span at all (one atomic load). On: the span is
+        // Telemetry off or no traced request: no span. Otherwise the span is
         // current while the message is sent, so the handler runs inside it
         // (ractor propagates it) and a remote envelope carries its traceparent.
-        let span = crate::trace::enabled()
-            .then(|| crate::trace::message_span(to, R::TYPE, to.node != self.inner.id));
+        let span = crate::trace::message_span(to, R::TYPE, to.node != self.inner.id);
         if to.node != self.inner.id {
             let remote = self.remote(to)?.clone();
             let payload =
@@ -244,9 +243,7 @@ impl Node {
             let payload =
                 codec::encode(R::TYPE, &msg).map_err(|e| AskError::Codec(e.to_string()))?;
             let remote = self.remote(to)?;
-            return match crate::trace::enabled()
-                .then(|| crate::trace::message_span(to, R::TYPE, true))
-            {
+            return match crate::trace::message_span(to, R::TYPE, true) {
                 Some(s) => s.in_scope(|| remote.tell_raw(to.clone(), R::TYPE, payload)),
                 None => remote.tell_raw(to.clone(), R::TYPE, payload),
             };
@@ -264,7 +261,7 @@ impl Node {
         // `tell` has no deadline; a far one keeps `Call::deadline` meaningful.
         let deadline = Instant::now() + Duration::from_secs(3600);
         let call = Call::new(msg, ReplyTo::new(None, deadline));
-        match crate::trace::enabled().then(|| crate::trace::message_span(to, R::TYPE, false)) {
+        match crate::trace::message_span(to, R::TYPE, false) {
             Some(s) => s.in_scope(|| route(call)),
             None => route(call),
         }

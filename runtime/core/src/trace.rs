@@ -21,6 +21,12 @@ pub trait Propagation: Send + Sync + 'static {
     /// not have been entered yet). Malformed values are ignored: a bad header
     /// from a client starts a new trace instead of failing the request.
     fn set_parent(&self, span: &Span, traceparent: &str);
+    /// True when `span` or one of its ancestors is a trace span (target
+    /// [`TARGET`]). Other crates' spans (the gateway's request-id log span)
+    /// may sit between a request's span and the code that sends a message.
+    fn in_trace(&self, span: &Span) -> bool {
+        span.metadata().is_some_and(|m| m.target() == TARGET)
+    }
 }
 
 static HOOK: OnceLock<Box<dyn Propagation>> = OnceLock::new();
@@ -38,7 +44,11 @@ pub fn enabled() -> bool {
 
 /// The `traceparent` of the current span (what goes into a transport envelope).
 pub fn current_traceparent() -> Option<String> {
-    HOOK.get().and_then(|h| h.traceparent(&Span::current()))
+    let hook = HOOK.get()?;
+    if !in_trace() {
+        return None;
+    }
+    hook.traceparent(&Span::current())
 }
 
 /// The `traceparent` of `span`.
@@ -53,28 +63,46 @@ pub fn set_parent(span: &Span, traceparent: &str) {
     }
 }
 
-/// The span of one message to an actor: a child of the current span, named
-/// `actor.handle`. ractor (feature `message_span_propogation`) runs the
-/// actor's `handle` inside the span that was current when the message was
-/// sent, so asks made while handling nest below it.
-pub fn message_span(path: &dyn std::fmt::Display, type_name: &str, remote: bool) -> Span {
-    tracing::info_span!(
+/// True when the current span is one of ours, i.e. this code runs on behalf
+/// of a traced request.
+fn in_trace() -> bool {
+    let current = Span::current();
+    if current.is_none() {
+        return false;
+    }
+    HOOK.get().is_some_and(|h| h.in_trace(&current))
+}
+
+/// The span of one message to an actor, named `actor.handle`, child of the
+/// current span; `None` when tracing is off or no traced request is current.
+///
+/// Only messages sent on behalf of a traced request get a span: background
+/// traffic (heartbeats, health probes, timers) would otherwise start a new
+/// one-span trace per message. ractor (feature `message_span_propogation`)
+/// runs the actor's `handle` inside the span that was current when the
+/// message was sent, so asks made while handling nest below this one.
+pub fn message_span(path: &dyn std::fmt::Display, type_name: &str, remote: bool) -> Option<Span> {
+    if !enabled() || !in_trace() {
+        return None;
+    }
+    Some(tracing::info_span!(
         target: TARGET,
         "actor.handle",
         otel.kind = if remote { "client" } else { "internal" },
         actor.path = %path,
         message_type = type_name,
         remote,
-    )
+    ))
 }
 
-/// The span of a message that arrived from another node, parented on the
-/// sender's `traceparent`.
+/// The span of a message that arrived from another node with the sender's
+/// `traceparent`; `None` when tracing is off or the sender sent none.
 pub fn inbound_span(
     path: &dyn std::fmt::Display,
     type_name: &str,
     traceparent: Option<&str>,
-) -> Span {
+) -> Option<Span> {
+    let tp = traceparent.filter(|_| enabled())?;
     let span = tracing::info_span!(
         target: TARGET,
         "actor.handle",
@@ -83,8 +111,6 @@ pub fn inbound_span(
         message_type = type_name,
         remote = true,
     );
-    if let Some(tp) = traceparent {
-        set_parent(&span, tp);
-    }
-    span
+    set_parent(&span, tp);
+    Some(span)
 }
