@@ -260,6 +260,15 @@ def test_a_remote_ask_continues_the_trace_on_the_other_node(phoenix):
         assert client["attributes"]["remote"] in (True, "true", "True")
         assert server["parent_id"] == client["context"]["span_id"]
         assert server["attributes"]["message_type"] == client["attributes"]["message_type"]
+
+        # Transport metrics on n1: one live connection, to n2, with traffic and an RTT.
+        text = requests.get(n1 + "/metrics", timeout=10).text
+        vals = {l.rsplit(" ", 1)[0]: float(l.rsplit(" ", 1)[1]) for l in text.splitlines()
+                if l.startswith("abi_transport_")}
+        assert vals["abi_transport_connections"] == 1, vals
+        assert vals['abi_transport_sent_bytes_total{peer="n2"}'] > 0, vals
+        assert vals['abi_transport_received_bytes_total{peer="n2"}'] > 0, vals
+        assert 0 < vals['abi_transport_rtt_seconds{peer="n2"}'] < 1, vals
     finally:
         for proc, _ in procs:
             proc.terminate()

@@ -151,6 +151,19 @@ pub enum PeerEvent {
     },
 }
 
+/// One live peer connection's numbers (see [`Transport::peer_stats`]).
+#[derive(Debug, Clone)]
+pub struct PeerStats {
+    /// The peer.
+    pub node: NodeId,
+    /// QUIC's smoothed round-trip estimate.
+    pub rtt: Duration,
+    /// UDP payload bytes sent on this connection.
+    pub bytes_sent: u64,
+    /// UDP payload bytes received on this connection.
+    pub bytes_received: u64,
+}
+
 /// Optional per-request metadata.
 #[derive(Debug, Clone, Default)]
 pub struct RequestMeta {
@@ -394,6 +407,28 @@ impl Transport {
             })
             .collect();
         v.sort();
+        v
+    }
+
+    /// Live numbers of every open peer connection, for metrics. Byte counts
+    /// are the connection's own: they restart at zero when a connection is
+    /// replaced (Prometheus' `rate()` treats that as a counter reset).
+    pub fn peer_stats(&self) -> Vec<PeerStats> {
+        let peers = self.inner.peers.lock();
+        let mut v: Vec<PeerStats> = peers
+            .iter()
+            .filter_map(|(n, p)| {
+                let l = p.live.as_ref().filter(|l| l.is_open())?;
+                let s = l.conn.stats();
+                Some(PeerStats {
+                    node: n.clone(),
+                    rtt: l.conn.rtt(),
+                    bytes_sent: s.udp_tx.bytes,
+                    bytes_received: s.udp_rx.bytes,
+                })
+            })
+            .collect();
+        v.sort_by(|a, b| a.node.cmp(&b.node));
         v
     }
 

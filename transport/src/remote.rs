@@ -134,3 +134,71 @@ pub fn node_handler(node: Node) -> Arc<dyn InboundHandler> {
         },
     )
 }
+
+/// Exposes the transport's live connections in `node`'s registry (once per
+/// process): `abi_transport_connections`, `abi_transport_{sent,received}_bytes_total{peer}`,
+/// `abi_transport_rtt_seconds{peer}`. Read at scrape time from quinn's
+/// connection stats, so nothing is counted on the message path.
+pub fn register_metrics(transport: &Transport, node: &Node) {
+    let collector = TransportCollector(transport.clone());
+    node.metrics().get_or_init(move |reg| {
+        reg.register_collector(Box::new(collector));
+        TransportMetricsRegistered
+    });
+}
+
+#[derive(Debug, Clone, Copy)]
+struct TransportMetricsRegistered;
+
+#[derive(Debug)]
+struct TransportCollector(Transport);
+
+impl prometheus_client::collector::Collector for TransportCollector {
+    fn encode(
+        &self,
+        mut enc: prometheus_client::encoding::DescriptorEncoder<'_>,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric as _;
+        use prometheus_client::metrics::MetricType;
+        use prometheus_client::metrics::counter::ConstCounter;
+        use prometheus_client::metrics::gauge::ConstGauge;
+        use prometheus_client::registry::Unit;
+
+        let peers = self.0.peer_stats();
+        ConstGauge::new(peers.len() as i64).encode(enc.encode_descriptor(
+            "abi_transport_connections",
+            "Live QUIC connections to other nodes",
+            None,
+            MetricType::Gauge,
+        )?)?;
+        let label = |p: &crate::PeerStats| [("peer", p.node.to_string())];
+        let mut sent = enc.encode_descriptor(
+            "abi_transport_sent",
+            "UDP payload bytes sent to a peer on its current connection",
+            Some(&Unit::Bytes),
+            MetricType::Counter,
+        )?;
+        for p in &peers {
+            ConstCounter::new(p.bytes_sent).encode(sent.encode_family(&label(p))?)?;
+        }
+        let mut received = enc.encode_descriptor(
+            "abi_transport_received",
+            "UDP payload bytes received from a peer on its current connection",
+            Some(&Unit::Bytes),
+            MetricType::Counter,
+        )?;
+        for p in &peers {
+            ConstCounter::new(p.bytes_received).encode(received.encode_family(&label(p))?)?;
+        }
+        let mut rtt = enc.encode_descriptor(
+            "abi_transport_rtt",
+            "QUIC's smoothed round-trip time to a peer",
+            Some(&Unit::Seconds),
+            MetricType::Gauge,
+        )?;
+        for p in &peers {
+            ConstGauge::new(p.rtt.as_secs_f64()).encode(rtt.encode_family(&label(p))?)?;
+        }
+        Ok(())
+    }
+}

@@ -32,6 +32,7 @@ use crate::collection::{
     validate_config,
 };
 use crate::filter;
+use crate::metrics::{ShardMetrics, VectorMetrics};
 use crate::shard_actor::{ShardActor, ShardArgs};
 
 /// How long the manager waits for its parent supervisor to be registered at start.
@@ -113,10 +114,13 @@ pub fn collection_spec(root: &std::path::Path, cfg: &CollectionConfig) -> ChildS
         let args = ShardArgs {
             dir: shard_dir(&dir, i),
             config: shard_config(cfg),
+            metrics: ShardMetrics::detached(),
         };
+        let collection = cfg.name.clone();
         sup = sup.child(
             ChildSpec::worker(format!("shard-{i}"), move |ctx| {
-                let args = args.clone();
+                let mut args = args.clone();
+                args.metrics = VectorMetrics::of(&ctx.node).shard(&collection, i);
                 async move {
                     let r = ctx.spawn(ShardActor, args).await?;
                     Ok(Started::new(r)

@@ -157,6 +157,17 @@ impl Node {
         self.inner.health_checks.read().clone()
     }
 
+    fn stats(&self, mailbox: &crate::registry::Mailbox, name: &str) -> crate::metrics::ActorStats {
+        mailbox
+            .stats
+            .get_or_init(|| {
+                self.inner
+                    .metrics
+                    .actor_stats(&format!("{}/{name}", self.inner.id))
+            })
+            .clone()
+    }
+
     fn check_incarnation(&self, to: &ActorPath) -> Result<(), AskError> {
         if to.incarnation != 0 && to.incarnation != self.inner.incarnation {
             return Err(AskError::StaleIncarnation {
@@ -190,7 +201,8 @@ impl Node {
         req: R,
         timeout: Duration,
     ) -> Result<R::Reply, AskError> {
-        let deadline = Instant::now() + timeout;
+        let started = Instant::now();
+        let deadline = started + timeout;
         // Telemetry off or no traced request: no span. Otherwise the span is
         // current while the message is sent, so the handler runs inside it
         // (ractor propagates it) and a remote envelope carries its traceparent.
@@ -223,10 +235,17 @@ impl Node {
             None => route(call),
         };
         sent.map_err(|()| AskError::ActorStopped(to.to_string()))?;
+        let stats = self.stats(&mailbox, &to.name);
+        stats.messages.inc();
         drop(mailbox);
         let reg = self.inner.reaper.register(deadline);
         let result = match wait(rx, reg).await {
-            Ok(Ok(reply)) => Ok(reply),
+            Ok(Ok(reply)) => {
+                stats
+                    .request_duration
+                    .observe(started.elapsed().as_secs_f64());
+                Ok(reply)
+            }
             Ok(Err(_)) => Err(AskError::ActorStopped(to.to_string())),
             Err(_) => Err(AskError::Timeout {
                 path: to.to_string(),
@@ -265,7 +284,9 @@ impl Node {
             Some(s) => s.in_scope(|| route(call)),
             None => route(call),
         }
-        .map_err(|()| AskError::ActorStopped(to.to_string()))
+        .map_err(|()| AskError::ActorStopped(to.to_string()))?;
+        self.stats(&mailbox, &to.name).messages.inc();
+        Ok(())
     }
 
     /// Delivers an encoded message that arrived from another node to a local
@@ -294,7 +315,9 @@ impl Node {
                     path: to.to_string(),
                     type_name: type_name.to_string(),
                 })?;
-            route(payload, deadline, want_reply)
+            let fut = route(payload, deadline, want_reply)?;
+            self.stats(&mailbox, &to.name).messages.inc();
+            Ok(fut)
         })();
         let path = to.to_string();
         let timeout_ms = deadline

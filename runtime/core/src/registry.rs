@@ -30,6 +30,8 @@ type WireRoute = Box<
 /// A registered actor's mailbox with its route tables.
 pub(crate) struct Mailbox {
     pub(crate) actor: ActorId,
+    /// Message metrics of this actor, looked up on first use.
+    pub(crate) stats: std::sync::OnceLock<crate::metrics::ActorStats>,
     local: HashMap<TypeId, Box<dyn Any + Send + Sync>>,
     wire: HashMap<&'static str, WireRoute>,
 }
@@ -77,6 +79,7 @@ impl Started {
             actor,
             mailbox: Mailbox {
                 actor: id,
+                stats: std::sync::OnceLock::new(),
                 local: HashMap::new(),
                 wire: HashMap::new(),
             },

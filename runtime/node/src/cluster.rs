@@ -82,6 +82,7 @@ pub async fn start(r: &Resolved, node: &Node) -> anyhow::Result<Option<Cluster>>
     )
     .with_context(|| format!("binding QUIC on {}", r.me.listen))?;
     node.set_remote(Arc::new(transport.clone()));
+    abi_transport::remote::register_metrics(&transport, node);
     tracing::info!(listen = %r.me.listen, "cluster transport up (QUIC, mutual TLS)");
 
     let d = &r.topology.cluster.discovery;
