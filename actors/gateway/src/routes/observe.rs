@@ -101,6 +101,8 @@ struct Snapshot {
     events: Vec<abi_runtime::events::Event>,
     events_total: u64,
     http: Vec<crate::live::Point>,
+    /// Completion tokens generated so far (the page derives tokens/s).
+    generated_tokens_total: f64,
 }
 
 async fn build(state: &GatewayState) -> Result<Snapshot, ApiError> {
@@ -119,6 +121,10 @@ async fn build(state: &GatewayState) -> Result<Snapshot, ApiError> {
         events,
         events_total: node.events().total(),
         http: state.live.series(60),
+        generated_tokens_total: crate::live::counter_sum(
+            &node.metrics().encode(),
+            "abi_inference_generated_tokens_total",
+        ),
     })
 }
 
