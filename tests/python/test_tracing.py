@@ -75,11 +75,15 @@ def phoenix():
 
 @pytest.fixture(scope="module")
 def traced_node(phoenix):
+    yield from _node(phoenix)
+
+
+def _node(phoenix, *extra):
     work = tempfile.mkdtemp(prefix="abi-traced-")
     http = f"127.0.0.1:{_free_port()}"
     args = [_node_bin(), "run", "--http", http, "--listen", f"127.0.0.1:{_free_port()}",
             "--data-dir", os.path.join(work, "data"), "--models-dir", MODELS,
-            "--otlp-endpoint", phoenix + "/v1/traces"]
+            "--otlp-endpoint", phoenix + "/v1/traces", *extra]
     log = os.path.join(work, "node.log")
     proc = subprocess.Popen(args, cwd=work, stdout=open(log, "wb"), stderr=subprocess.STDOUT)
     url = f"http://{http}"
@@ -182,6 +186,42 @@ def test_embeddings_trace_reaches_the_inference_pool(phoenix, traced_node):
     assert len(pool) == 1, spans
     assert pool[0]["parent_id"] == http["context"]["span_id"]
     assert pool[0]["attributes"]["message_type"] == "inference.embed"
+
+
+def test_sampling_is_decided_where_the_trace_starts(phoenix):
+    """With sampling_ratio 0 a request without trace context is not traced at
+    all, a caller's unsampled context is respected, and a caller's sampled
+    context is still traced end to end."""
+    gen = _node(phoenix, "--sampling-ratio", "0")
+    base = next(gen)
+    try:
+        r = requests.get(base + "/v1/models", timeout=30)
+        assert r.ok and "traceparent" not in r.headers
+        trace_id, _, tp = _traceparent()
+        r = requests.get(base + "/v1/models", headers={"traceparent": tp[:-2] + "00"}, timeout=30)
+        assert r.ok and "traceparent" not in r.headers
+        trace_id, client_span, tp = _traceparent()
+        r = requests.get(base + "/v1/models", headers={"traceparent": tp}, timeout=30)
+        assert r.ok and r.headers["traceparent"].startswith(f"00-{trace_id}-")
+        # Every span this node exported belongs to the one sampled request
+        # (the unsampled requests and the /metrics scrapes made none).
+        deadline = time.time() + 20
+        while True:
+            text = requests.get(base + "/metrics", timeout=10).text
+            vals = {l.rsplit(" ", 1)[0]: float(l.rsplit(" ", 1)[1]) for l in text.splitlines()
+                    if l.startswith("abi_telemetry_spans_")}
+            if vals["abi_telemetry_spans_exported_total"] >= 1 and vals["abi_telemetry_spans_queued"] == 0:
+                break
+            assert time.time() < deadline, vals
+            time.sleep(0.3)
+        exported = int(vals["abi_telemetry_spans_exported_total"])
+        spans = _spans_of(phoenix, trace_id, want=exported)
+        assert len(spans) == exported, (exported, spans)
+        assert any(s["name"] == "http.request" and s["parent_id"] == client_span for s in spans)
+        assert vals['abi_telemetry_spans_dropped_total{reason="queue_full"}'] == 0
+        assert vals['abi_telemetry_spans_dropped_total{reason="export_failed"}'] == 0
+    finally:
+        gen.close()
 
 
 def test_export_counters_in_metrics(phoenix, traced_node):

@@ -65,28 +65,37 @@ impl HttpMetrics {
     }
 }
 
-/// The `http.request` span of one request, parented on the client's W3C
-/// `traceparent` header when it sent a valid one (else a new trace starts).
-fn request_span(req: &ServiceRequest, method: &str) -> tracing::Span {
+/// The `http.request` span of one request, or `None` when it is not traced.
+///
+/// Head sampling happens here, before any span exists: a client's valid
+/// `traceparent` decides (its sampled flag), else the sampling ratio does.
+/// An unsampled request then makes no span anywhere (actor messages are only
+/// traced inside a traced request), which is what keeps tracing cheap.
+fn request_span(req: &ServiceRequest, method: &str) -> Option<tracing::Span> {
+    let parent = req
+        .headers()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|tp| abi_runtime::trace::sampled_flag(tp).map(|sampled| (tp, sampled)));
+    match parent {
+        Some((_, false)) => return None,
+        Some((_, true)) => {}
+        None if !abi_runtime::trace::sample_new() => return None,
+        None => {}
+    }
     let span = tracing::info_span!(
         target: abi_runtime::trace::TARGET,
         "http.request",
-        otel.name = tracing::field::Empty,
         otel.kind = "server",
         otel.status_code = tracing::field::Empty,
         http.request.method = method,
         http.route = tracing::field::Empty,
         http.response.status_code = tracing::field::Empty,
-        url.path = req.path(),
     );
-    if let Some(tp) = req
-        .headers()
-        .get("traceparent")
-        .and_then(|v| v.to_str().ok())
-    {
+    if let Some((tp, _)) = parent {
         abi_runtime::trace::set_parent(&span, tp);
     }
-    span
+    Some(span)
 }
 
 /// Middleware: times every request and counts it by route and status; with
@@ -101,7 +110,11 @@ pub async fn record(
     let state = req
         .app_data::<actix_web::web::Data<GatewayState>>()
         .cloned();
-    let span = abi_runtime::trace::enabled().then(|| request_span(&req, &method));
+    let span = if abi_runtime::trace::enabled() {
+        request_span(&req, &method)
+    } else {
+        None
+    };
     let mut res = match &span {
         Some(span) => next.call(req).instrument(span.clone()).await?,
         None => next.call(req).await?,
@@ -111,7 +124,6 @@ pub async fn record(
             .request()
             .match_pattern()
             .unwrap_or_else(|| "unmatched".to_string());
-        span.record("otel.name", format!("{method} {route}"));
         span.record("http.route", route);
         span.record("http.response.status_code", res.status().as_u16());
         if res.status().is_server_error() {

@@ -152,9 +152,9 @@ impl Telemetry {
         let processor = queue::QueueProcessor::new(tx, counters.clone());
         let provider = SdkTracerProvider::builder()
             .with_span_processor(processor)
-            .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
-                cfg.sampling_ratio,
-            ))))
+            // Sampling is decided where a trace starts (the gateway, with
+            // `sampling_ratio`) before any span exists; every span made is kept.
+            .with_sampler(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)))
             .with_resource(resource.clone())
             .build();
         let tracer = provider.tracer("abi");
@@ -199,6 +199,7 @@ impl Telemetry {
             .with_threads(false)
             .with_location(false)
             .with_tracked_inactivity(false)
+            .with_target(false)
             .with_filter(
                 Targets::new().with_target(abi_runtime::trace::TARGET, tracing::Level::INFO),
             )
@@ -206,7 +207,9 @@ impl Telemetry {
 
     /// Turns on span creation in `ask`/`tell`, the transport and the gateway.
     pub fn install_propagation(&self) -> bool {
-        abi_runtime::trace::install(Box::new(W3c))
+        abi_runtime::trace::install(Box::new(W3c {
+            ratio: self.shared.cfg.sampling_ratio,
+        }))
     }
 
     /// Registers the sink's counters in `node`'s Prometheus registry (once per process).

@@ -7,9 +7,13 @@ use opentelemetry::trace::TraceContextExt as _;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
-/// `traceparent` in and out of `tracing` spans, through `tracing-opentelemetry`.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct W3c;
+/// `traceparent` in and out of `tracing` spans, through `tracing-opentelemetry`;
+/// head sampling of new traces at `ratio`.
+#[derive(Debug, Clone, Copy)]
+pub struct W3c {
+    /// Fraction of requests without trace context that start a trace.
+    pub ratio: f64,
+}
 
 impl abi_runtime::trace::Propagation for W3c {
     fn traceparent(&self, span: &tracing::Span) -> Option<String> {
@@ -24,6 +28,10 @@ impl abi_runtime::trace::Propagation for W3c {
             sc.span_id(),
             sc.trace_flags().to_u8()
         ))
+    }
+
+    fn sample_new(&self) -> bool {
+        self.ratio >= 1.0 || (self.ratio > 0.0 && rand::random::<f64>() < self.ratio)
     }
 
     fn in_trace(&self, span: &tracing::Span) -> bool {

@@ -27,6 +27,12 @@ pub trait Propagation: Send + Sync + 'static {
     fn in_trace(&self, span: &Span) -> bool {
         span.metadata().is_some_and(|m| m.target() == TARGET)
     }
+    /// Whether a request that arrives without trace context starts a trace
+    /// (the sampling ratio). Deciding before any span exists makes an
+    /// unsampled request cost no span at all.
+    fn sample_new(&self) -> bool {
+        true
+    }
 }
 
 static HOOK: OnceLock<Box<dyn Propagation>> = OnceLock::new();
@@ -40,6 +46,31 @@ pub fn install(p: Box<dyn Propagation>) -> bool {
 #[inline]
 pub fn enabled() -> bool {
     HOOK.get().is_some()
+}
+
+/// Whether a request without trace context should be traced (false when tracing is off).
+pub fn sample_new() -> bool {
+    HOOK.get().is_some_and(|h| h.sample_new())
+}
+
+/// The sampled flag of a W3C `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`),
+/// or `None` when the value is malformed or names the invalid all-zero ids.
+pub fn sampled_flag(traceparent: &str) -> Option<bool> {
+    let mut parts = traceparent.trim().split('-');
+    let (version, trace_id, span_id, flags) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
+    let zero = |s: &str| s.bytes().all(|b| b == b'0');
+    // Version 00 has exactly four fields; later versions may append more.
+    if !hex(version, 2) || version == "ff" || (version == "00" && parts.next().is_some()) {
+        return None;
+    }
+    if !hex(trace_id, 32) || !hex(span_id, 16) || !hex(flags, 2) || zero(trace_id) || zero(span_id)
+    {
+        return None;
+    }
+    let flags = u8::from_str_radix(flags, 16).ok()?;
+    Some(flags & 1 == 1)
 }
 
 /// The `traceparent` of the current span (what goes into a transport envelope).
@@ -113,4 +144,38 @@ pub fn inbound_span(
     );
     set_parent(&span, tp);
     Some(span)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sampled_flag;
+
+    #[test]
+    fn traceparent_flags() {
+        let id = "0af7651916cd43dd8448eb211c80319c";
+        assert_eq!(
+            sampled_flag(&format!("00-{id}-b7ad6b7169203331-01")),
+            Some(true)
+        );
+        assert_eq!(
+            sampled_flag(&format!("00-{id}-b7ad6b7169203331-00")),
+            Some(false)
+        );
+        assert_eq!(
+            sampled_flag(&format!("01-{id}-b7ad6b7169203331-03-extra")),
+            Some(true)
+        );
+        for bad in [
+            "",
+            "garbage",
+            &format!("00-{id}-b7ad6b7169203331"),
+            &format!("00-{id}-b7ad6b7169203331-01-extra"),
+            &format!("ff-{id}-b7ad6b7169203331-01"),
+            "00-00000000000000000000000000000000-b7ad6b7169203331-01",
+            &format!("00-{id}-0000000000000000-01"),
+            &format!("00-{id}-b7ad6b716920333x-01"),
+        ] {
+            assert_eq!(sampled_flag(bad), None, "{bad}");
+        }
+    }
 }
