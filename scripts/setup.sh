@@ -32,6 +32,13 @@ fi
 .venv/bin/python -m pip install --quiet --upgrade pip >/dev/null 2>&1 || true
 if [ "$want_tests" = 1 ]; then
     .venv/bin/python -m pip install --quiet -r tests/python/requirements.txt
+    # Arize Phoenix: the real OTLP trace receiver of tests/python/test_tracing.py.
+    # Its own venv: ~850 MB of dependencies that nothing else should import.
+    if [ ! -x .venv-phoenix/bin/phoenix ]; then
+        echo "setup: arize-phoenix into .venv-phoenix (~2 min)"
+        python3 -m venv .venv-phoenix
+        .venv-phoenix/bin/python -m pip install --quiet "arize-phoenix==20.26.1"
+    fi
 fi
 
 PYTHON=.venv/bin/python bash scripts/fetch-models.sh "${ABI_MODELS_DIR:-./models}"

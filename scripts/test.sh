@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every test: installs what tests need (apt: etcd-server, lavapipe;
-# pip: openai, qdrant-client, pytest; the model files), builds the workspace,
+# pip: openai, qdrant-client, pytest, arize-phoenix; the model files), builds the workspace,
 # runs the Rust tests (unit, integration, black-box with real abi-node
 # processes) and the Python client tests against a real node.
 set -euo pipefail
@@ -28,6 +28,8 @@ cargo test --workspace --doc
 
 echo "== python client tests"
 export ABI_NODE_BIN="$CARGO_TARGET_DIR/debug/abi-node"
+# setup.sh --tests installed Phoenix: the tracing test must run, not skip.
+export ABI_REQUIRE_PHOENIX=1
 set +e
 .venv/bin/python -m pytest -q tests/python
 rc=$?

@@ -2,6 +2,7 @@
 driven with Playwright: find the tree, click Restart, see the count go up."""
 import os
 import shutil
+import threading
 
 import pytest
 import requests
@@ -24,10 +25,26 @@ def test_dashboard_restart_button_raises_restart_count(abi_http):
                   "--no-first-run", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync"],
         )
+        # Something for the side panels to show: a collection with points.
+        r = requests.put(f"{abi_http}/collections/dashboard_docs", timeout=30,
+                         json={"vectors": {"size": 4, "distance": "Dot"}, "shard_number": 2})
+        assert r.ok, r.text
+        requests.put(f"{abi_http}/collections/dashboard_docs/points?wait=true", timeout=30, json={
+            "points": [{"id": i, "vector": [1.0, i, 0.0, 1.0]} for i in range(1, 6)]}).raise_for_status()
         page = browser.new_page(viewport={"width": 1280, "height": 800})
         page.goto(abi_http + "/dashboard")
         row = page.locator(f'tr[data-path="{target}"]')
         row.wait_for(timeout=15000)
+        page.locator("#collections td", has_text="dashboard_docs").wait_for(timeout=15000)
+        assert "5" in page.locator("#collections tr", has_text="dashboard_docs").inner_text()
+        page.locator("#nodes td", has_text=node).wait_for(timeout=15000)
+        # Tokens/s is derived from the stream: generate some while the page watches.
+        chat = threading.Thread(target=lambda: requests.post(f"{abi_http}/v1/chat/completions", timeout=120, json={
+            "model": "smollm2-135m-instruct", "max_tokens": 48,
+            "messages": [{"role": "user", "content": "Tell me about actors."}]}))
+        chat.start()
+        page.wait_for_function("() => tokenHistory.some((v) => v > 0)", timeout=60000)
+        chat.join()
         before = int(row.locator("td.restarts").inner_text())
         page.locator(f'button[data-action="restart"][data-path="{target}"]').click()
         # The page keeps streaming through the restart (SSE reconnects).

@@ -70,3 +70,61 @@ def test_prometheus_scrapes_the_node(abi_http):
             proc.kill()
         log.close()
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _samples(text):
+    """{(name, frozenset(labels)): value} of an exposition."""
+    import re
+    out = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        m = re.match(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$', line)
+        assert m, line
+        labels = frozenset(re.findall(r'(\w+)="([^"]*)"', m.group(2) or ""))
+        out[(m.group(1), labels)] = float(m.group(3))
+    return out
+
+
+def _sum(samples, name, **labels):
+    want = set(labels.items())
+    return sum(v for (n, ls), v in samples.items() if n == name and want <= set(ls))
+
+
+def test_subsystem_metrics_follow_the_work(abi_http):
+    """Vector, inference and per-actor series move with real requests, and
+    promtool still accepts the whole exposition."""
+    c = "metrics_probe"
+    r = requests.put(f"{abi_http}/collections/{c}", timeout=30,
+                     json={"vectors": {"size": 3, "distance": "Cosine"}, "shard_number": 2})
+    assert r.status_code == 200, r.text
+    pts = [{"id": i, "vector": [1.0, float(i), 0.0]} for i in range(1, 4)]
+    assert requests.put(f"{abi_http}/collections/{c}/points?wait=true", json={"points": pts}, timeout=30).ok
+    # Replacing a point leaves a tombstone in its shard.
+    assert requests.put(f"{abi_http}/collections/{c}/points?wait=true", timeout=30,
+                        json={"points": [{"id": 1, "vector": [0.0, 1.0, 1.0]}]}).ok
+    r = requests.post(f"{abi_http}/collections/{c}/points/search", json={"vector": [1, 1, 0], "limit": 2}, timeout=30)
+    assert r.ok, r.text
+    r = requests.post(f"{abi_http}/v1/embeddings", timeout=60,
+                      json={"model": "all-minilm-l6-v2", "input": ["one", "two", "three"]})
+    assert r.ok, r.text
+    r = requests.post(f"{abi_http}/v1/chat/completions", timeout=120, json={
+        "model": "smollm2-135m-instruct", "max_tokens": 4,
+        "messages": [{"role": "user", "content": "Say hello"}]})
+    assert r.ok, r.text
+    generated = r.json()["usage"]["completion_tokens"]
+
+    text = requests.get(abi_http + "/metrics", timeout=10).text
+    s = _samples(text)
+    assert _sum(s, "abi_vector_upserted_points_total", collection=c) == 4
+    assert _sum(s, "abi_vector_searches_total", collection=c) == 2  # one query, fanned out to 2 shards
+    assert _sum(s, "abi_vector_tombstones", collection=c) >= 1
+    assert _sum(s, "abi_vector_wal_sync_duration_seconds_count", collection=c) >= 2
+    assert _sum(s, "abi_inference_batch_size_sum", model="all-minilm-l6-v2") >= 3
+    assert _sum(s, "abi_inference_generated_tokens_total", model="smollm2-135m-instruct") >= generated > 0
+    assert ("abi_inference_queue_depth", frozenset({("model", "all-minilm-l6-v2")})) in s
+    api = [k for k in s if k[0] == "abi_actor_messages_total" and dict(k[1])["path"].endswith("/vector/api")]
+    assert api and s[api[0]] >= 4
+    assert _sum(s, "abi_actor_request_duration_seconds_count") > 0
+    r = subprocess.run([PROMTOOL, "check", "metrics"], input=text, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr

@@ -58,6 +58,30 @@ fn agent() -> ureq::Agent {
         .into()
 }
 
+/// An HTTPS client that trusts only the CA certificate(s) in the PEM file `ca_pem`
+/// (not the public web roots), with HTTP errors as plain answers.
+pub fn tls_agent(ca_pem: &Path) -> ureq::Agent {
+    use ureq::tls::{Certificate, RootCerts, TlsConfig};
+    let pem = std::fs::read(ca_pem).unwrap_or_else(|e| panic!("{}: {e}", ca_pem.display()));
+    let certs: Vec<Certificate<'static>> = ureq::tls::parse_pem(&pem)
+        .filter_map(|item| match item {
+            Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
+            _ => None,
+        })
+        .collect();
+    assert!(!certs.is_empty(), "{}: no certificate", ca_pem.display());
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .tls_config(
+            TlsConfig::builder()
+                .root_certs(RootCerts::new_with_certs(&certs))
+                .build(),
+        )
+        .build()
+        .into()
+}
+
 fn finish(r: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Result<Reply, String> {
     let mut resp = r.map_err(|e| e.to_string())?;
     let status = resp.status().as_u16();
@@ -161,6 +185,16 @@ impl NodeOptions {
 impl NodeProcess {
     /// Starts the node and waits (up to `ready_within`) for `/health`.
     pub fn start(opts: NodeOptions, ready_within: Duration) -> Self {
+        Self::spawn(opts, "http", &agent(), ready_within)
+    }
+
+    /// Starts a node whose gateway serves HTTPS with a certificate issued by
+    /// the CA in `ca_pem`; `/health` is polled over HTTPS trusting only that CA.
+    pub fn start_https(opts: NodeOptions, ca_pem: &Path, ready_within: Duration) -> Self {
+        Self::spawn(opts, "https", &tls_agent(ca_pem), ready_within)
+    }
+
+    fn spawn(opts: NodeOptions, scheme: &str, agent: &ureq::Agent, ready_within: Duration) -> Self {
         let log = opts.dir.join(format!("node-{}.log", opts.http.port()));
         let logf = std::fs::File::create(&log).expect("create log file");
         let mut cmd = Command::new(&opts.bin);
@@ -176,18 +210,18 @@ impl NodeProcess {
         let child = cmd.spawn().expect("spawn abi-node");
         let mut node = Self {
             child: Some(child),
-            http: format!("http://{}", opts.http),
+            http: format!("{scheme}://{}", opts.http),
             log,
             dir: opts.dir,
         };
-        node.wait_healthy(ready_within);
+        node.wait_healthy(agent, ready_within);
         node
     }
 
-    fn wait_healthy(&mut self, within: Duration) {
+    fn wait_healthy(&mut self, agent: &ureq::Agent, within: Duration) {
         let deadline = Instant::now() + within;
         loop {
-            if let Ok(r) = get(&format!("{}/health", self.http))
+            if let Ok(r) = finish(agent.get(&format!("{}/health", self.http)).call())
                 && r.status == 200
             {
                 return;

@@ -161,6 +161,19 @@ pub fn init_ca(dir: &Path) -> Result<(), CertError> {
 /// The certificate's DNS SAN is [`san_for`]`(node)`, with both server and
 /// client authentication usages since every node dials and accepts.
 pub fn issue(ca_dir: &Path, node: &NodeId, out_dir: &Path) -> Result<(), CertError> {
+    issue_with_sans(ca_dir, node, &[], out_dir)
+}
+
+/// [`issue`] with extra subject alternative names (DNS names or IP
+/// addresses, e.g. `localhost`, `127.0.0.1`, `api.example.com`), so that the
+/// same certificate can serve the node's HTTPS gateway to clients that dial
+/// it by host name or address.
+pub fn issue_with_sans(
+    ca_dir: &Path,
+    node: &NodeId,
+    extra_sans: &[String],
+    out_dir: &Path,
+) -> Result<(), CertError> {
     let ca_key_path = ca_dir.join(CA_KEY);
     let ca_cert_path = ca_dir.join(CA_CERT);
     let ca_key_pem = fs::read_to_string(&ca_key_path).map_err(io_err(&ca_key_path))?;
@@ -172,7 +185,10 @@ pub fn issue(ca_dir: &Path, node: &NodeId, out_dir: &Path) -> Result<(), CertErr
     let ca_der = first_cert(&ca_cert_path, &ca_cert_pem)?;
     let issuer = Issuer::new(ca_params(&ca_key)?, ca_key);
 
-    let mut np = CertificateParams::new(vec![san_for(node)])?;
+    // rcgen turns names that parse as IP addresses into IP SANs.
+    let mut sans = vec![san_for(node)];
+    sans.extend(extra_sans.iter().cloned());
+    let mut np = CertificateParams::new(sans)?;
     let mut dn = DistinguishedName::new();
     dn.push(DnType::OrganizationName, "abi");
     dn.push(DnType::CommonName, node.as_str());

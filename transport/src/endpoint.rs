@@ -151,6 +151,19 @@ pub enum PeerEvent {
     },
 }
 
+/// One live peer connection's numbers (see [`Transport::peer_stats`]).
+#[derive(Debug, Clone)]
+pub struct PeerStats {
+    /// The peer.
+    pub node: NodeId,
+    /// QUIC's smoothed round-trip estimate.
+    pub rtt: Duration,
+    /// UDP payload bytes sent on this connection.
+    pub bytes_sent: u64,
+    /// UDP payload bytes received on this connection.
+    pub bytes_received: u64,
+}
+
 /// Optional per-request metadata.
 #[derive(Debug, Clone, Default)]
 pub struct RequestMeta {
@@ -186,6 +199,7 @@ struct TellJob {
     to: ActorPath,
     type_name: String,
     payload: Vec<u8>,
+    meta: RequestMeta,
 }
 
 struct Inner {
@@ -396,6 +410,28 @@ impl Transport {
         v
     }
 
+    /// Live numbers of every open peer connection, for metrics. Byte counts
+    /// are the connection's own: they restart at zero when a connection is
+    /// replaced (Prometheus' `rate()` treats that as a counter reset).
+    pub fn peer_stats(&self) -> Vec<PeerStats> {
+        let peers = self.inner.peers.lock();
+        let mut v: Vec<PeerStats> = peers
+            .iter()
+            .filter_map(|(n, p)| {
+                let l = p.live.as_ref().filter(|l| l.is_open())?;
+                let s = l.conn.stats();
+                Some(PeerStats {
+                    node: n.clone(),
+                    rtt: l.conn.rtt(),
+                    bytes_sent: s.udp_tx.bytes,
+                    bytes_received: s.udp_rx.bytes,
+                })
+            })
+            .collect();
+        v.sort_by(|a, b| a.node.cmp(&b.node));
+        v
+    }
+
     /// Dials an address whose node id is not known yet (a static seed) and
     /// returns the peer's verified id and incarnation; the connection is kept.
     pub async fn connect_addr(&self, addr: SocketAddr) -> Result<(NodeId, u64), RemoteError> {
@@ -557,6 +593,7 @@ impl Transport {
         to: ActorPath,
         type_name: &str,
         payload: Vec<u8>,
+        meta: RequestMeta,
     ) -> Result<(), RemoteError> {
         self.inner
             .tells
@@ -564,6 +601,7 @@ impl Transport {
                 to,
                 type_name: type_name.to_string(),
                 payload,
+                meta,
             })
             .map_err(|_| RemoteError::Shutdown)
     }
@@ -1141,7 +1179,7 @@ async fn drive(
             Some(job) = tells.recv() => {
                 let t = Transport { inner: inner.clone() };
                 conns.spawn(async move {
-                    if let Err(e) = t.tell(job.to, &job.type_name, job.payload, RequestMeta::default()).await {
+                    if let Err(e) = t.tell(job.to, &job.type_name, job.payload, job.meta).await {
                         debug!(error = %e, "queued tell failed");
                     }
                 });

@@ -19,6 +19,7 @@ pub mod remote;
 pub mod tls;
 
 pub use endpoint::{
-    Inbound, InboundHandler, PeerEvent, PingHook, RequestMeta, Transport, TransportConfig,
+    Inbound, InboundHandler, PeerEvent, PeerStats, PingHook, RequestMeta, Transport,
+    TransportConfig,
 };
 pub use error::{RemoteError, TransportError};

@@ -229,8 +229,13 @@ async fn tell_is_delivered() {
     )
     .await
     .expect("tell");
-    a.tell_queued(path("node-b", "sink"), "t", b"two".to_vec())
-        .expect("tell_queued");
+    a.tell_queued(
+        path("node-b", "sink"),
+        "t",
+        b"two".to_vec(),
+        RequestMeta::default(),
+    )
+    .expect("tell_queued");
     let mut got = Vec::new();
     for _ in 0..2 {
         let m = tokio::time::timeout(Duration::from_secs(5), rx.recv())

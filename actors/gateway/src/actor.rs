@@ -23,6 +23,10 @@ pub struct GatewayConfig {
     pub request_timeout: Duration,
     /// Authentication and limits (shared so the node can reload keys on SIGHUP).
     pub security: std::sync::Arc<crate::auth::middleware::Security>,
+    /// HTTPS only when set (see [`crate::tls::server_config`]); plain HTTP otherwise.
+    pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+    /// CORS origins; empty = no CORS headers at all.
+    pub cors_origins: Vec<String>,
 }
 
 /// The supervised gateway actor.
@@ -82,6 +86,7 @@ impl Actor for GatewayActor {
         };
         let data = web::Data::new(state);
         let max_body = cfg.max_body_bytes;
+        let cors_origins = cfg.cors_origins.clone();
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(data.clone())
@@ -101,18 +106,26 @@ impl Actor for GatewayActor {
                     crate::auth::middleware::guard,
                 ))
                 .wrap(actix_web::middleware::from_fn(crate::http_metrics::record))
+                // Outermost: preflights are answered before authentication.
+                .wrap(actix_web::middleware::Condition::new(
+                    !cors_origins.is_empty(),
+                    crate::cors::middleware(&cors_origins),
+                ))
                 .configure(routes::configure)
                 .default_service(web::to(routes::not_found))
         })
         .workers(cfg.workers.max(1))
         .disable_signals()
         .shutdown_timeout(5);
-        let server = server
-            .listen(listener)
-            .map_err(|e| format!("gateway cannot listen on {}: {e}", cfg.listen))?
-            .run();
+        // With TLS the port speaks only TLS: a plain HTTP request fails the handshake.
+        let server = match &cfg.tls {
+            Some(tls) => server.listen_rustls_0_23(listener, (**tls).clone()),
+            None => server.listen(listener),
+        }
+        .map_err(|e| format!("gateway cannot listen on {}: {e}", cfg.listen))?
+        .run();
         let handle = server.handle();
-        tracing::info!(listen = %cfg.listen, "gateway listening");
+        tracing::info!(listen = %cfg.listen, tls = cfg.tls.is_some(), "gateway listening");
         // The server task belongs to this actor: stopped in post_stop, and its
         // unexpected end fails the actor so the supervisor restarts it.
         let task = tokio::spawn(async move {

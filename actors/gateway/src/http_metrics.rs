@@ -4,11 +4,13 @@ use std::time::Instant;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use tracing::Instrument as _;
 
 use crate::GatewayState;
 
@@ -63,7 +65,42 @@ impl HttpMetrics {
     }
 }
 
-/// Middleware: times every request and counts it by route and status.
+/// The `http.request` span of one request, or `None` when it is not traced.
+///
+/// Head sampling happens here, before any span exists: a client's valid
+/// `traceparent` decides (its sampled flag), else the sampling ratio does.
+/// An unsampled request then makes no span anywhere (actor messages are only
+/// traced inside a traced request), which is what keeps tracing cheap.
+fn request_span(req: &ServiceRequest, method: &str) -> Option<tracing::Span> {
+    let parent = req
+        .headers()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|tp| abi_runtime::trace::sampled_flag(tp).map(|sampled| (tp, sampled)));
+    match parent {
+        Some((_, false)) => return None,
+        Some((_, true)) => {}
+        None if !abi_runtime::trace::sample_new() => return None,
+        None => {}
+    }
+    let span = tracing::info_span!(
+        target: abi_runtime::trace::TARGET,
+        "http.request",
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        http.request.method = method,
+        http.route = tracing::field::Empty,
+        http.response.status_code = tracing::field::Empty,
+    );
+    if let Some((tp, _)) = parent {
+        abi_runtime::trace::set_parent(&span, tp);
+    }
+    Some(span)
+}
+
+/// Middleware: times every request and counts it by route and status; with
+/// tracing on, runs it inside an `http.request` span and answers the span's
+/// `traceparent` so that a client can find its trace.
 pub async fn record(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
@@ -73,7 +110,32 @@ pub async fn record(
     let state = req
         .app_data::<actix_web::web::Data<GatewayState>>()
         .cloned();
-    let res = next.call(req).await?;
+    let span = if abi_runtime::trace::enabled() {
+        request_span(&req, &method)
+    } else {
+        None
+    };
+    let mut res = match &span {
+        Some(span) => next.call(req).instrument(span.clone()).await?,
+        None => next.call(req).await?,
+    };
+    if let Some(span) = &span {
+        let route = res
+            .request()
+            .match_pattern()
+            .unwrap_or_else(|| "unmatched".to_string());
+        span.record("http.route", route);
+        span.record("http.response.status_code", res.status().as_u16());
+        if res.status().is_server_error() {
+            span.record("otel.status_code", "ERROR");
+        }
+        if let Some(tp) = abi_runtime::trace::traceparent_of(span)
+            && let Ok(v) = HeaderValue::from_str(&tp)
+        {
+            res.headers_mut()
+                .insert(HeaderName::from_static("traceparent"), v);
+        }
+    }
     if let Some(state) = state {
         let m = HttpMetrics::of(&state.node);
         let elapsed = start.elapsed();

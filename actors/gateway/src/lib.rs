@@ -8,16 +8,22 @@
 //! # Layout
 //! - [`actor`]: the gateway actor (binds, serves, stops with its supervisor).
 //! - [`auth`]: API keys, roles per route, rate limits, request ids, deadlines.
+//! - [`cors`]: CORS for browser clients (off by default).
 //! - [`error`]: [`ApiError`], the mapping from failures to HTTP statuses.
 //! - [`http_metrics`]: per-route request counters and latency histograms.
+//! - [`openapi`]: the OpenAPI 3 document (`GET /openapi.json`).
 //! - [`routes`]: one module per API family.
+//! - [`tls`]: the HTTPS server configuration.
 
 pub mod actor;
 pub mod auth;
+pub mod cors;
 pub mod error;
 pub mod http_metrics;
 pub mod live;
+pub mod openapi;
 pub mod routes;
+pub mod tls;
 
 use std::time::Duration;
 

@@ -97,3 +97,27 @@ impl LiveStats {
             .collect()
     }
 }
+
+/// Sum of every series of counter `name` (with its `_total` suffix) in an
+/// OpenMetrics exposition; 0 when absent. Lets the dashboard chart a
+/// subsystem's counter without the gateway depending on that subsystem.
+pub fn counter_sum(exposition: &str, name: &str) -> f64 {
+    exposition
+        .lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn counter_sum_adds_every_series_of_one_family() {
+        let text = "# TYPE t counter\nt_total{model=\"a\"} 3\nt_total{model=\"b\"} 4.5\nt_totally 9\nt_created 1\n";
+        assert_eq!(super::counter_sum(text, "t_total"), 7.5);
+        assert_eq!(super::counter_sum(text, "u_total"), 0.0);
+    }
+}

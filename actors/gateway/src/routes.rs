@@ -23,6 +23,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     observe::configure(cfg);
     qdrant::configure(cfg);
     raft::configure(cfg);
+    cfg.route("/openapi.json", web::get().to(crate::openapi::openapi_json));
 }
 
 /// JSON 404 for unknown routes.

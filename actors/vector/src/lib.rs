@@ -17,6 +17,7 @@ pub mod filter;
 pub mod glove;
 pub mod index;
 pub mod manager;
+pub mod metrics;
 pub mod shard;
 pub mod shard_actor;
 pub mod topology;

@@ -25,12 +25,14 @@ use abi_runtime::{
 use futures::future::join_all;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::task::JoinSet;
+use tracing::Instrument as _;
 
 use crate::collection::{
     load_configs, merge_top_k, route_ids, route_points, save_config, shard_config, shard_dir,
     validate_config,
 };
 use crate::filter;
+use crate::metrics::{ShardMetrics, VectorMetrics};
 use crate::shard_actor::{ShardActor, ShardArgs};
 
 /// How long the manager waits for its parent supervisor to be registered at start.
@@ -112,10 +114,13 @@ pub fn collection_spec(root: &std::path::Path, cfg: &CollectionConfig) -> ChildS
         let args = ShardArgs {
             dir: shard_dir(&dir, i),
             config: shard_config(cfg),
+            metrics: ShardMetrics::detached(),
         };
+        let collection = cfg.name.clone();
         sup = sup.child(
             ChildSpec::worker(format!("shard-{i}"), move |ctx| {
-                let args = args.clone();
+                let mut args = args.clone();
+                args.metrics = VectorMetrics::of(&ctx.node).shard(&collection, i);
                 async move {
                     let r = ctx.spawn(ShardActor, args).await?;
                     Ok(Started::new(r)
@@ -210,9 +215,13 @@ impl ManagerState {
         reply: ReplyTo<T>,
         fut: impl std::future::Future<Output = T> + Send + 'static,
     ) {
-        self.tasks.spawn(async move {
-            reply.send(fut.await);
-        });
+        // In the handler's span, so that the shard asks it makes join the request's trace.
+        self.tasks.spawn(
+            async move {
+                reply.send(fut.await);
+            }
+            .in_current_span(),
+        );
     }
 
     async fn start_collection(&self, cfg: &CollectionConfig) -> Result<(), VectorError> {

@@ -18,7 +18,9 @@ use abi_protocol::vector::shard::{
 use abi_runtime::Call;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::task::JoinSet;
+use tracing::Instrument as _;
 
+use crate::metrics::ShardMetrics;
 use crate::shard::{Shard, ShardConfig};
 
 /// How often a shard with new writes snapshots itself.
@@ -69,6 +71,8 @@ pub struct ShardArgs {
     pub dir: PathBuf,
     /// Engine configuration.
     pub config: ShardConfig,
+    /// This shard's metric series.
+    pub metrics: ShardMetrics,
 }
 
 /// Runtime state of a shard actor.
@@ -77,6 +81,7 @@ pub struct ShardState {
     tasks: JoinSet<()>,
     timer: Option<tokio::task::JoinHandle<()>>,
     dirty: bool,
+    metrics: ShardMetrics,
 }
 
 fn join_err(e: tokio::task::JoinError) -> VectorError {
@@ -91,13 +96,17 @@ impl ShardState {
         reply: impl FnOnce(Result<T, VectorError>) + Send + 'static,
     ) {
         let shard = Arc::clone(&self.shard);
-        self.tasks.spawn(async move {
-            let r = tokio::task::spawn_blocking(move || f(&shard))
-                .await
-                .map_err(join_err)
-                .and_then(|r| r);
-            reply(r);
-        });
+        // The handler's span stays open until the read is answered.
+        self.tasks.spawn(
+            async move {
+                let r = tokio::task::spawn_blocking(move || f(&shard))
+                    .await
+                    .map_err(join_err)
+                    .and_then(|r| r);
+                reply(r);
+            }
+            .in_current_span(),
+        );
     }
 
     /// Starts a compaction when tombstones call for one (at most one at a time).
@@ -126,14 +135,16 @@ impl Actor for ShardActor {
         args: ShardArgs,
     ) -> Result<ShardState, ActorProcessingErr> {
         // Opening replays the WAL: blocking work, off the executor.
-        let shard =
-            tokio::task::spawn_blocking(move || Shard::open(&args.dir, args.config)).await??;
+        let (dir, config, metrics) = (args.dir, args.config, args.metrics);
+        let shard = tokio::task::spawn_blocking(move || Shard::open(&dir, config)).await??;
+        metrics.tombstones.set(shard.tombstones() as i64);
         let timer = myself.send_interval(SNAPSHOT_EVERY, || ShardMsg::Tick);
         Ok(ShardState {
             shard: Arc::new(shard),
             tasks: JoinSet::new(),
             timer: Some(timer),
             dirty: false,
+            metrics,
         })
     }
 
@@ -148,6 +159,7 @@ impl Actor for ShardActor {
             ShardMsg::Upsert(call) => {
                 let (req, reply) = call.into_parts();
                 let shard = Arc::clone(&st.shard);
+                st.metrics.upserts.inc_by(req.points.len() as u64);
                 let applied = tokio::task::spawn_blocking(move || shard.upsert(req.points))
                     .await
                     .map_err(join_err)
@@ -172,6 +184,7 @@ impl Actor for ShardActor {
             }
             ShardMsg::Search(call) => {
                 let (req, reply) = call.into_parts();
+                st.metrics.searches.inc_by(req.queries.len() as u64);
                 st.read(
                     move |s| req.queries.iter().map(|q| s.search(q)).collect(),
                     move |r| reply.send(r),
@@ -229,6 +242,8 @@ impl Actor for ShardActor {
                 );
             }
             ShardMsg::Tick => {
+                // Compactions finish in background tasks: refresh the gauge here too.
+                st.metrics.tombstones.set(st.shard.tombstones() as i64);
                 if st.dirty {
                     let shard = Arc::clone(&st.shard);
                     match tokio::task::spawn_blocking(move || shard.snapshot()).await {
@@ -276,11 +291,17 @@ fn write_done(
         Ok(seq) => {
             st.dirty = true;
             let shard = Arc::clone(&st.shard);
+            st.metrics.tombstones.set(shard.tombstones() as i64);
+            let metrics = st.metrics.clone();
             st.tasks.spawn(async move {
+                let started = std::time::Instant::now();
                 let r = tokio::task::spawn_blocking(move || shard.sync_to(seq))
                     .await
                     .map_err(join_err)
                     .and_then(|r| r);
+                if r.is_ok() {
+                    metrics.wal_sync.observe(started.elapsed().as_secs_f64());
+                }
                 reply.send(r.map(|()| WriteAck { seq }));
             });
             st.maybe_compact();

@@ -12,6 +12,7 @@
 //!   I/O in a thin ractor actor.
 //! - [`events`]: the node's log of supervision events (restarts, escalations).
 //! - [`metrics`]: the node's Prometheus registry (actor restarts, failures, up).
+//! - [`trace`]: spans for actor messages and W3C trace context (filled in by `abi-telemetry`).
 //!
 //! # Usage
 //! ```
@@ -59,6 +60,7 @@ pub mod registry;
 pub mod remote;
 mod reply;
 pub mod supervisor;
+pub mod trace;
 
 pub use abi_protocol::{ActorPath, NodeId, Request};
 pub use call::{Call, ReplyTo};

@@ -12,6 +12,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 /// Labels of per-actor series.
@@ -33,6 +34,23 @@ pub struct Metrics {
     pub up: Family<ActorLabels, Gauge>,
     /// Restart-intensity escalations (`abi_supervisor_escalations_total`).
     pub escalations: Family<ActorLabels, Counter>,
+    /// Messages delivered through `ask`/`tell` (`abi_actor_messages_total`).
+    pub messages: Family<ActorLabels, Counter>,
+    /// Local ask round trips, queueing included (`abi_actor_request_duration_seconds`).
+    pub request_duration: Family<ActorLabels, Histogram>,
+}
+
+/// One actor's message series, cached in its registry entry so that an ask
+/// does not build a label set (an allocation) per message.
+#[derive(Debug, Clone)]
+pub(crate) struct ActorStats {
+    pub(crate) messages: Counter,
+    pub(crate) request_duration: Histogram,
+}
+
+fn request_histogram() -> Histogram {
+    // 1 us .. ~15 s.
+    Histogram::new(exponential_buckets(0.000001, 4.0, 13))
 }
 
 impl std::fmt::Debug for Metrics {
@@ -55,6 +73,20 @@ impl Metrics {
         let failures = Family::<ActorLabels, Counter>::default();
         let up = Family::<ActorLabels, Gauge>::default();
         let escalations = Family::<ActorLabels, Counter>::default();
+        let messages = Family::<ActorLabels, Counter>::default();
+        let request_duration =
+            Family::<ActorLabels, Histogram>::new_with_constructor(request_histogram);
+        registry.register(
+            "abi_actor_messages",
+            "Messages delivered to an actor through ask or tell (local or from another node)",
+            messages.clone(),
+        );
+        registry.register_with_unit(
+            "abi_actor_request_duration",
+            "Time from sending a local ask to its reply (mailbox wait and handling), one ask in 8 sampled",
+            prometheus_client::registry::Unit::Seconds,
+            request_duration.clone(),
+        );
         registry.register(
             "abi_actor_restarts",
             "Restarts of an actor by its supervisor",
@@ -78,6 +110,16 @@ impl Metrics {
             failures,
             up,
             escalations,
+            messages,
+            request_duration,
+        }
+    }
+
+    pub(crate) fn actor_stats(&self, path: &str) -> ActorStats {
+        let l = Self::labels(path);
+        ActorStats {
+            messages: self.messages.get_or_create(&l).clone(),
+            request_duration: self.request_duration.get_or_create(&l).clone(),
         }
     }
 

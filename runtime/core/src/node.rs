@@ -16,6 +16,9 @@ use crate::reply::NoReply;
 use crate::supervisor::{RootHandle, SupervisorRef, SupervisorSpec};
 use crate::{AskError, Call, Remote, ReplyTo, StartError};
 
+/// Asks per actor of which one is timed into `abi_actor_request_duration_seconds`.
+const STATS_SAMPLE: u64 = 8;
+
 /// Cheap-clone handle to the local node, given to every actor.
 ///
 /// `ask` and `tell` take an [`ActorPath`]: a path on this node goes straight
@@ -145,6 +148,18 @@ impl Node {
         self.inner.health_checks.read().clone()
     }
 
+    fn stats<'m>(
+        &self,
+        mailbox: &'m crate::registry::Mailbox,
+        name: &str,
+    ) -> &'m crate::metrics::ActorStats {
+        mailbox.stats.get_or_init(|| {
+            self.inner
+                .metrics
+                .actor_stats(&format!("{}/{name}", self.inner.id))
+        })
+    }
+
     fn check_incarnation(&self, to: &ActorPath) -> Result<(), AskError> {
         if to.incarnation != 0 && to.incarnation != self.inner.incarnation {
             return Err(AskError::StaleIncarnation {
@@ -178,36 +193,61 @@ impl Node {
         req: R,
         timeout: Duration,
     ) -> Result<R::Reply, AskError> {
-        let deadline = Instant::now() + timeout;
+        let started = Instant::now();
+        let deadline = started + timeout;
+        // Telemetry off or no traced request: no span. Otherwise the span is
+        // current while the message is sent, so the handler runs inside it
+        // (ractor propagates it) and a remote envelope carries its traceparent.
+        let span = crate::trace::message_span(to, R::TYPE, to.node != self.inner.id);
         if to.node != self.inner.id {
             let remote = self.remote(to)?.clone();
             let payload =
                 codec::encode(R::TYPE, &req).map_err(|e| AskError::Codec(e.to_string()))?;
-            let bytes = remote
-                .ask_raw(to.clone(), R::TYPE, payload, deadline)
-                .await?;
+            let fut = match &span {
+                Some(s) => s.in_scope(|| remote.ask_raw(to.clone(), R::TYPE, payload, deadline)),
+                None => remote.ask_raw(to.clone(), R::TYPE, payload, deadline),
+            };
+            let bytes = fut.await?;
             return codec::decode(R::TYPE, &bytes).map_err(|e| AskError::Codec(e.to_string()));
         }
         self.check_incarnation(to)?;
         let (tx, rx) = crate::reply::channel();
-        self.inner.registry.with(&to.name, |mailbox| {
+        let stats = self.inner.registry.with(&to.name, |mailbox| {
             let mailbox = mailbox.ok_or_else(|| AskError::NoSuchActor(to.to_string()))?;
             let route = mailbox.local::<R>().ok_or_else(|| AskError::Unsupported {
                 path: to.to_string(),
                 type_name: R::TYPE.to_string(),
             })?;
-            route(Call::new(req, ReplyTo::new(Some(tx), deadline)))
-                .map_err(|()| AskError::ActorStopped(to.to_string()))
+            let call = Call::new(req, ReplyTo::new(Some(tx), deadline));
+            let sent = match &span {
+                Some(s) => s.in_scope(|| route(call)),
+                None => route(call),
+            };
+            sent.map_err(|()| AskError::ActorStopped(to.to_string()))?;
+            let stats = self.stats(mailbox, &to.name);
+            // One ask in STATS_SAMPLE is timed: a clock read and a histogram update
+            // on every ask would cost as much as the rest of the ask path.
+            let timed = stats.messages.inc().is_multiple_of(STATS_SAMPLE);
+            Ok(timed.then(|| stats.clone()))
         })?;
         self.inner.reaper.register(deadline, rx.expiry());
-        match rx.await {
-            Ok(reply) => Ok(reply),
+        let result = match rx.await {
+            Ok(reply) => {
+                if let Some(stats) = stats {
+                    stats
+                        .request_duration
+                        .observe(started.elapsed().as_secs_f64());
+                }
+                Ok(reply)
+            }
             Err(NoReply::Dropped) => Err(AskError::ActorStopped(to.to_string())),
             Err(NoReply::Expired) => Err(AskError::Timeout {
                 path: to.to_string(),
                 timeout_ms: timeout.as_millis() as u64,
             }),
-        }
+        };
+        drop(span);
+        result
     }
 
     /// Sends `msg` to the actor at `to` without waiting for an answer.
@@ -215,7 +255,11 @@ impl Node {
         if to.node != self.inner.id {
             let payload =
                 codec::encode(R::TYPE, &msg).map_err(|e| AskError::Codec(e.to_string()))?;
-            return self.remote(to)?.tell_raw(to.clone(), R::TYPE, payload);
+            let remote = self.remote(to)?;
+            return match crate::trace::message_span(to, R::TYPE, true) {
+                Some(s) => s.in_scope(|| remote.tell_raw(to.clone(), R::TYPE, payload)),
+                None => remote.tell_raw(to.clone(), R::TYPE, payload),
+            };
         }
         self.check_incarnation(to)?;
         let mailbox = self
@@ -229,8 +273,14 @@ impl Node {
         })?;
         // `tell` has no deadline; a far one keeps `Call::deadline` meaningful.
         let deadline = Instant::now() + Duration::from_secs(3600);
-        route(Call::new(msg, ReplyTo::new(None, deadline)))
-            .map_err(|()| AskError::ActorStopped(to.to_string()))
+        let call = Call::new(msg, ReplyTo::new(None, deadline));
+        match crate::trace::message_span(to, R::TYPE, false) {
+            Some(s) => s.in_scope(|| route(call)),
+            None => route(call),
+        }
+        .map_err(|()| AskError::ActorStopped(to.to_string()))?;
+        self.stats(&mailbox, &to.name).messages.inc();
+        Ok(())
     }
 
     /// Delivers an encoded message that arrived from another node to a local
@@ -259,7 +309,9 @@ impl Node {
                     path: to.to_string(),
                     type_name: type_name.to_string(),
                 })?;
-            route(payload, deadline, want_reply)
+            let fut = route(payload, deadline, want_reply)?;
+            self.stats(&mailbox, &to.name).messages.inc();
+            Ok(fut)
         })();
         let path = to.to_string();
         let timeout_ms = deadline

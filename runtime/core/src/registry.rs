@@ -29,6 +29,8 @@ type WireRoute = Box<
 /// A registered actor's mailbox with its route tables.
 pub(crate) struct Mailbox {
     pub(crate) actor: ActorId,
+    /// Message metrics of this actor, looked up on first use.
+    pub(crate) stats: std::sync::OnceLock<crate::metrics::ActorStats>,
     local: FxHashMap<TypeId, Box<dyn Any + Send + Sync>>,
     wire: FxHashMap<&'static str, WireRoute>,
 }
@@ -76,6 +78,7 @@ impl Started {
             actor,
             mailbox: Mailbox {
                 actor: id,
+                stats: std::sync::OnceLock::new(),
                 local: FxHashMap::default(),
                 wire: FxHashMap::default(),
             },

@@ -129,6 +129,10 @@ pub enum CertsCommand {
         /// Output directory (the --tls-dir layout).
         #[arg(long)]
         out: PathBuf,
+        /// Extra subject alternative names (DNS names or IPs, repeatable), for
+        /// using the certificate on the HTTPS gateway, e.g. `--san localhost --san 127.0.0.1`.
+        #[arg(long)]
+        san: Vec<String>,
     },
 }
 
@@ -196,6 +200,29 @@ pub struct RunArgs {
     /// API keys file: turns gateway authentication on (see `abi-node keys create`).
     #[arg(long)]
     pub keys_file: Option<PathBuf>,
+    /// Gateway HTTPS certificate chain (PEM); with --gateway-tls-key the gateway serves only HTTPS.
+    #[arg(long, requires = "gateway_tls_key")]
+    pub gateway_tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --gateway-tls-cert.
+    #[arg(long, requires = "gateway_tls_cert")]
+    pub gateway_tls_key: Option<PathBuf>,
+    /// Allow plain HTTP on a non-loopback --http address (e.g. behind a TLS-terminating proxy).
+    #[arg(long)]
+    pub allow_insecure_http: bool,
+    /// Accept HS256 JWTs signed with the secret in this file (at least 32 bytes).
+    #[arg(long)]
+    pub jwt_hs256_secret_file: Option<PathBuf>,
+    /// Accept RS256 JWTs verified with this PEM public key.
+    #[arg(long)]
+    pub jwt_rs256_public_key: Option<PathBuf>,
+    /// OTLP/HTTP traces URL, e.g. http://127.0.0.1:6006/v1/traces (overrides
+    /// telemetry.otlp_endpoint; OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is taken as is,
+    /// OTEL_EXPORTER_OTLP_ENDPOINT gets /v1/traces appended, as the OTel spec says).
+    #[arg(long)]
+    pub otlp_endpoint: Option<String>,
+    /// Fraction of new traces exported (overrides telemetry.sampling_ratio).
+    #[arg(long)]
+    pub sampling_ratio: Option<f64>,
     /// Log format (overrides telemetry.log_format).
     #[arg(long, value_enum)]
     pub log_format: Option<LogFormatArg>,

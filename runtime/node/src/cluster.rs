@@ -26,9 +26,12 @@ pub fn certs(cmd: CertsCommand) -> ExitCode {
         CertsCommand::Init { ca_dir } => abi_transport::certs::init_ca(&ca_dir)
             .map(|()| println!("cluster CA written to {}", ca_dir.display()))
             .map_err(|e| e.to_string()),
-        CertsCommand::Issue { ca, node, out } => NodeId::new(node.clone())
+        CertsCommand::Issue { ca, node, out, san } => NodeId::new(node.clone())
             .map_err(|e| e.to_string())
-            .and_then(|id| abi_transport::certs::issue(&ca, &id, &out).map_err(|e| e.to_string()))
+            .and_then(|id| {
+                abi_transport::certs::issue_with_sans(&ca, &id, &san, &out)
+                    .map_err(|e| e.to_string())
+            })
             .map(|()| {
                 println!(
                     "certificate for {node} written to {} (ca.pem, node.pem, node.key)",
@@ -84,6 +87,7 @@ pub async fn start(r: &Resolved, node: &Node) -> anyhow::Result<Option<Cluster>>
     )
     .with_context(|| format!("binding QUIC on {}", r.me.listen))?;
     node.set_remote(Arc::new(transport.clone()));
+    abi_transport::remote::register_metrics(&transport, node);
     tracing::info!(listen = %r.me.listen, "cluster transport up (QUIC, mutual TLS)");
 
     let d = &r.topology.cluster.discovery;

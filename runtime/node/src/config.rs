@@ -63,11 +63,22 @@ pub struct TlsPaths {
     pub key: PathBuf,
 }
 
+/// The gateway's HTTPS files.
+#[derive(Debug, Clone)]
+pub struct GatewayTlsPaths {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
 #[derive(Debug, Clone)]
 pub struct Resolved {
     pub topology: Topology,
     /// Gateway keys file (flag over topology).
     pub keys_file: Option<PathBuf>,
+    /// Gateway HTTPS (flags over topology).
+    pub gateway_tls: Option<GatewayTlsPaths>,
+    /// Gateway JWT verification (flags over topology), paths resolved.
+    pub jwt: Option<abi_gateway::auth::jwt::JwtSettings>,
     /// TLS files for the cluster transport, if configured.
     pub tls: Option<TlsPaths>,
     pub me: NodeSpec,
@@ -165,15 +176,148 @@ pub fn resolve(args: &RunArgs) -> anyhow::Result<Resolved> {
         },
         (None, None) => None,
     };
+    if let Some(e) = otlp_endpoint(args, |k| std::env::var(k).ok()) {
+        t.telemetry.otlp_endpoint = Some(e);
+    }
+    if let Some(r) = args.sampling_ratio {
+        if !(0.0..=1.0).contains(&r) {
+            bail!("--sampling-ratio must be between 0.0 and 1.0, got {r}");
+        }
+        t.telemetry.sampling_ratio = r;
+    }
     let keys_file = args
         .keys_file
         .clone()
         .or_else(|| t.gateway.keys_file.as_ref().map(|k| base.join(k)));
+    let g = &t.gateway;
+    let gateway_tls = match (
+        &args.gateway_tls_cert,
+        &args.gateway_tls_key,
+        &g.tls_cert,
+        &g.tls_key,
+    ) {
+        (Some(cert), Some(key), ..) => Some(GatewayTlsPaths {
+            cert: cert.clone(),
+            key: key.clone(),
+        }),
+        (None, None, Some(cert), Some(key)) => Some(GatewayTlsPaths {
+            cert: base.join(cert),
+            key: base.join(key),
+        }),
+        (None, None, None, None) => None,
+        _ => bail!(
+            "gateway TLS needs both a certificate and a key ([gateway] tls_cert and tls_key, or --gateway-tls-cert and --gateway-tls-key)"
+        ),
+    };
+    let allow_plain = args.allow_insecure_http || g.allow_plain_http;
+    if gateway_tls.is_none() && !abi_gateway::tls::plain_http_allowed(me.http, allow_plain) {
+        bail!(
+            "refusing to serve plain HTTP on {} (not loopback): configure TLS ([gateway] tls_cert/tls_key or --gateway-tls-cert/--gateway-tls-key), or opt in with [gateway] allow_plain_http = true / --allow-insecure-http (e.g. behind a TLS-terminating proxy)",
+            me.http
+        );
+    }
+    abi_gateway::cors::validate_origins(&g.cors_origins)?;
+    let mut jwt = g.jwt.as_ref().map(|j| abi_gateway::auth::jwt::JwtSettings {
+        hs256_secret_file: j.hs256_secret_file.as_ref().map(|p| base.join(p)),
+        rs256_public_key_file: j.rs256_public_key_file.as_ref().map(|p| base.join(p)),
+        leeway_secs: j.leeway_secs,
+        issuer: j.issuer.clone(),
+        audience: j.audience.clone(),
+        role_claim: j.role_claim.clone(),
+    });
+    if args.jwt_hs256_secret_file.is_some() || args.jwt_rs256_public_key.is_some() {
+        let j = jwt.get_or_insert_with(|| abi_gateway::auth::jwt::JwtSettings {
+            leeway_secs: 30,
+            role_claim: "role".into(),
+            ..Default::default()
+        });
+        if let Some(p) = &args.jwt_hs256_secret_file {
+            j.hs256_secret_file = Some(p.clone());
+        }
+        if let Some(p) = &args.jwt_rs256_public_key {
+            j.rs256_public_key_file = Some(p.clone());
+        }
+    }
     Ok(Resolved {
         tls,
         keys_file,
+        gateway_tls,
+        jwt,
         topology: t,
         me,
         base,
     })
+}
+
+/// The traces endpoint from the flag or the standard OTel variables (all of
+/// which override the file): the flag, then `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`
+/// (used as is), then `OTEL_EXPORTER_OTLP_ENDPOINT` (a base URL: `/v1/traces`
+/// is appended). Empty values count as unset.
+pub fn otlp_endpoint(args: &RunArgs, env: impl Fn(&str) -> Option<String>) -> Option<String> {
+    let set = |v: Option<String>| v.filter(|s| !s.trim().is_empty());
+    set(args.otlp_endpoint.clone())
+        .or_else(|| set(env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")))
+        .or_else(|| {
+            set(env("OTEL_EXPORTER_OTLP_ENDPOINT"))
+                .map(|base| format!("{}/v1/traces", base.trim_end_matches('/')))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    fn run_args(argv: &[&str]) -> RunArgs {
+        let mut full = vec!["abi-node", "run"];
+        full.extend_from_slice(argv);
+        match crate::cli::Cli::parse_from(full).command {
+            crate::cli::Command::Run(a) => *a,
+            _ => panic!("not a run command"),
+        }
+    }
+
+    #[test]
+    fn otlp_endpoint_precedence() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        let none = run_args(&[]);
+        assert_eq!(otlp_endpoint(&none, env(&[])), None);
+        assert_eq!(
+            otlp_endpoint(
+                &none,
+                env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318/")])
+            ),
+            Some("http://c:4318/v1/traces".into())
+        );
+        assert_eq!(
+            otlp_endpoint(
+                &none,
+                env(&[
+                    ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"),
+                    ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://t:1/x"),
+                ])
+            ),
+            Some("http://t:1/x".into())
+        );
+        let flag = run_args(&["--otlp-endpoint", "http://f:2/v1/traces"]);
+        assert_eq!(
+            otlp_endpoint(
+                &flag,
+                env(&[("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://t:1/x")])
+            ),
+            Some("http://f:2/v1/traces".into())
+        );
+        assert_eq!(
+            otlp_endpoint(&none, env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "  ")])),
+            None
+        );
+    }
 }

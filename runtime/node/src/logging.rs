@@ -1,20 +1,34 @@
 //! Logs through `tracing`, as human text or JSON lines; panics go there too.
+//! With telemetry on, abi's trace spans also go to the OTLP exporter.
 
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::{EnvFilter, Layer as _};
 
-/// Installs the global subscriber (`RUST_LOG` filters, default `info`).
-pub fn init(json: bool) {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,openraft=warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+/// Installs the global subscriber (`RUST_LOG` filters logs, default `info`).
+///
+/// The trace spans (target `abi::trace`) are turned off for the log output:
+/// they are for the exporter, and printing them would prefix every log line
+/// inside a request with its span. The exporter's layer has its own filter,
+/// so `RUST_LOG=warn` does not stop tracing.
+pub fn init(json: bool, telemetry: Option<&abi_telemetry::Telemetry>) {
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,openraft=warn"))
+        .add_directive(
+            format!("{}=off", abi_runtime::trace::TARGET)
+                .parse()
+                .expect("static directive"),
+        );
+    let fmt = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
-    if json {
-        builder.json().flatten_event(true).init();
+    let fmt = if json {
+        fmt.json().flatten_event(true).with_filter(filter).boxed()
     } else {
-        builder.init();
-    }
+        fmt.with_filter(filter).boxed()
+    };
+    let otel = telemetry.map(|t| t.layer());
+    tracing_subscriber::registry().with(otel).with(fmt).init();
     // Actor panics are caught by ractor and handled by supervisors; log them
     // as structured errors instead of raw stderr text.
     std::panic::set_hook(Box::new(|info| {

@@ -29,7 +29,16 @@ pub fn main(args: RunArgs) -> ExitCode {
         Some(LogFormatArg::Text) => false,
         None => resolved.topology.telemetry.log_format == abi_topology::LogFormat::Json,
     };
-    crate::logging::init(json);
+    // The tracer provider must exist before the subscriber is installed (its
+    // layer is part of it); the flusher actor that exports starts with the tree.
+    let telemetry = match telemetry(&resolved) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("telemetry: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    crate::logging::init(json, telemetry.as_ref());
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -42,6 +51,7 @@ pub fn main(args: RunArgs) -> ExitCode {
     };
     match runtime.block_on(serve(
         resolved,
+        telemetry,
         Duration::from_secs(args.shutdown_timeout_secs),
     )) {
         Ok(code) => code,
@@ -50,6 +60,21 @@ pub fn main(args: RunArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The span sink, when an OTLP endpoint is configured.
+fn telemetry(
+    r: &Resolved,
+) -> Result<Option<abi_telemetry::Telemetry>, abi_telemetry::TelemetryError> {
+    let t = &r.topology.telemetry;
+    let Some(endpoint) = &t.otlp_endpoint else {
+        return Ok(None);
+    };
+    let mut cfg = abi_telemetry::TelemetryConfig::new(endpoint.clone());
+    cfg.sampling_ratio = t.sampling_ratio;
+    cfg.queue_size = t.queue_size;
+    cfg.service_name = t.service_name.clone();
+    abi_telemetry::Telemetry::new(cfg).map(Some)
 }
 
 /// Each start of a node gets a higher incarnation, persisted in its data dir.
@@ -104,15 +129,28 @@ fn security(r: &Resolved) -> anyhow::Result<Arc<Security>> {
             tracing::info!(keys_file = %path.display(), "gateway authentication on");
             Some(store)
         }
-        None => {
+        None if r.jwt.is_none() => {
             tracing::warn!(
                 "gateway authentication off (no --keys-file): keep the gateway on loopback"
             );
             None
         }
+        None => None,
     };
+    let jwt = match &r.jwt {
+        Some(settings) => {
+            let v = abi_gateway::auth::jwt::JwtVerifier::new(settings)?;
+            tracing::info!(verifier = ?v, "gateway accepts JWT bearer tokens");
+            Some(v)
+        }
+        None => None,
+    };
+    if keys.is_none() && jwt.is_some() {
+        tracing::info!("gateway authentication on (JWT only)");
+    }
     Ok(Arc::new(Security {
         keys,
+        jwt,
         open_metrics: g.open_metrics,
         limiter: (g.rate_limit_per_sec > 0.0).then(|| {
             abi_gateway::auth::limit::RateLimiter::new(g.rate_limit_per_sec, g.rate_limit_burst)
@@ -140,7 +178,12 @@ fn pool_decl(r: &Resolved, p: &abi_topology::InferencePool) -> abi_inference::po
 /// The node's subsystems in start order: devices first (others lease them),
 /// then storage, inference, and the gateway last so that it only opens when
 /// what it routes to exists (and closes first on shutdown).
-fn children(r: &Resolved, security: &Arc<Security>, mut spec: SupervisorSpec) -> SupervisorSpec {
+fn children(
+    r: &Resolved,
+    security: &Arc<Security>,
+    gateway_tls: Option<Arc<rustls::ServerConfig>>,
+    mut spec: SupervisorSpec,
+) -> SupervisorSpec {
     let t = &r.topology;
     if t.gpu.placement.matches(&r.me) {
         spec = spec.child(abi_gpu::child_spec(abi_gpu::PluginConfig {
@@ -172,6 +215,8 @@ fn children(r: &Resolved, security: &Arc<Security>, mut spec: SupervisorSpec) ->
                 max_body_bytes: t.gateway.max_body_bytes,
                 request_timeout: timeout,
                 security: security.clone(),
+                tls: gateway_tls,
+                cors_origins: t.gateway.cors_origins.clone(),
             },
             timeout,
         ));
@@ -179,7 +224,11 @@ fn children(r: &Resolved, security: &Arc<Security>, mut spec: SupervisorSpec) ->
     spec
 }
 
-async fn serve(r: Resolved, shutdown_timeout: Duration) -> anyhow::Result<ExitCode> {
+async fn serve(
+    r: Resolved,
+    telemetry: Option<abi_telemetry::Telemetry>,
+    shutdown_timeout: Duration,
+) -> anyhow::Result<ExitCode> {
     let incarnation = next_incarnation(&r.me.data_dir)?;
     let node = Node::new(abi_protocol::NodeId::new(r.me.id.clone())?, incarnation);
     tracing::info!(
@@ -192,8 +241,30 @@ async fn serve(r: Resolved, shutdown_timeout: Duration) -> anyhow::Result<ExitCo
         env!("CARGO_PKG_VERSION")
     );
     let security = security(&r)?;
+    // TLS files are read here, before anything starts, so a bad file fails fast.
+    let gateway_tls = match &r.gateway_tls {
+        Some(p) => {
+            let cfg = abi_gateway::tls::server_config(&p.cert, &p.key)?;
+            tracing::info!(cert = %p.cert.display(), "gateway serves HTTPS only");
+            Some(cfg)
+        }
+        None => None,
+    };
     let cluster = crate::cluster::start(&r, &node).await?;
     let mut spec = root_spec(&r);
+    if let Some(t) = &telemetry {
+        // First child: started before anything that makes spans, stopped
+        // last, so the final flush sees the spans of the shutdown too.
+        t.register_metrics(&node);
+        t.install_propagation();
+        spec = spec.child(t.child_spec());
+        tracing::info!(
+            endpoint = %t.config().otlp_endpoint,
+            sampling_ratio = t.config().sampling_ratio,
+            queue_size = t.config().queue_size,
+            "exporting traces over OTLP/HTTP"
+        );
+    }
     if let Some(c) = &cluster {
         spec = spec.child(c.membership.clone());
     }
@@ -201,7 +272,7 @@ async fn serve(r: Resolved, shutdown_timeout: Duration) -> anyhow::Result<ExitCo
     if let Some(raft) = crate::cluster::raft_child(&r, cluster.as_ref())? {
         spec = spec.child(raft);
     }
-    let spec = children(&r, &security, spec);
+    let spec = children(&r, &security, gateway_tls, spec);
     let root = node
         .start_root(spec)
         .await
@@ -228,6 +299,9 @@ async fn serve(r: Resolved, shutdown_timeout: Duration) -> anyhow::Result<ExitCo
         }
     }
     let exit = root.shutdown(shutdown_timeout).await;
+    if let Some(t) = &telemetry {
+        t.shutdown();
+    }
     if let Some(c) = cluster {
         // Peers see the connection close at once instead of waiting for the idle timeout.
         c.transport.shutdown();

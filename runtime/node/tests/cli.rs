@@ -169,6 +169,12 @@ fn unknown_paths_are_json_errors() {
     ))
     .expect("post");
     assert_eq!(r.status, 400, "{}", r.body);
+    // A node the cluster does not know: the caller's mistake, not a 503.
+    let r = node.get("/v1/cluster/actors?node=nosuchnode");
+    assert_eq!(r.status, 404, "{}", r.body);
+    assert_eq!(r.json()["error"]["code"], "not_found");
+    let r = node.get(&format!("/v1/cluster/actors?node={id}"));
+    assert_eq!(r.status, 200, "its own id is this node: {}", r.body);
 }
 
 const BROKEN: &str = r#"[node]

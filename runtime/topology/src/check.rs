@@ -334,6 +334,22 @@ pub fn semantic(
             None,
         );
     }
+    if t.telemetry.queue_size == 0 {
+        c.err(
+            &[Seg::Key("telemetry"), Seg::Key("queue_size")],
+            "`queue_size` must be at least 1".into(),
+            None,
+        );
+    }
+    if let Some(e) = &t.telemetry.otlp_endpoint
+        && !e.starts_with("http://")
+    {
+        c.err(
+            &[Seg::Key("telemetry"), Seg::Key("otlp_endpoint")],
+            format!("`otlp_endpoint` must be an http:// URL (OTLP over HTTP/protobuf), got `{e}`"),
+            Some("e.g. \"http://127.0.0.1:4318/v1/traces\"".into()),
+        );
+    }
     let m = &t.membership;
     if !(m.heartbeat_ms > 0 && m.heartbeat_ms < m.suspect_ms && m.suspect_ms < m.dead_ms) {
         c.err(

@@ -397,6 +397,45 @@ pub struct Gateway {
     /// Requests in flight at once before the gateway answers 503 (0 = unlimited).
     #[serde(default = "default_max_concurrency")]
     pub max_concurrency: usize,
+    /// PEM certificate chain: with `tls_key`, the gateway serves HTTPS only.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// Serve plain HTTP on a non-loopback address (loopback is always allowed).
+    #[serde(default)]
+    pub allow_plain_http: bool,
+    /// Origins allowed by CORS (`"*"` for any); empty = CORS off.
+    #[serde(default)]
+    pub cors_origins: Vec<String>,
+    /// JWT bearer tokens, next to API keys.
+    pub jwt: Option<GatewayJwt>,
+}
+
+/// `[gateway.jwt]`: which signed tokens the gateway accepts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayJwt {
+    /// File holding the HS256 shared secret (at least 32 bytes).
+    pub hs256_secret_file: Option<PathBuf>,
+    /// PEM file with the RS256 public key.
+    pub rs256_public_key_file: Option<PathBuf>,
+    /// Clock skew tolerated on `exp` and `nbf`.
+    #[serde(default = "default_jwt_leeway")]
+    pub leeway_secs: u64,
+    /// Required `iss`, if set.
+    pub issuer: Option<String>,
+    /// Required `aud`, if set.
+    pub audience: Option<String>,
+    /// Claim carrying the role (`reader`, `writer`, `admin`).
+    #[serde(default = "default_role_claim")]
+    pub role_claim: String,
+}
+
+fn default_jwt_leeway() -> u64 {
+    30
+}
+fn default_role_claim() -> String {
+    "role".into()
 }
 
 fn default_burst() -> f64 {
@@ -428,6 +467,11 @@ impl Default for Gateway {
             rate_limit_per_sec: 0.0,
             rate_limit_burst: default_burst(),
             max_concurrency: default_max_concurrency(),
+            tls_cert: None,
+            tls_key: None,
+            allow_plain_http: false,
+            cors_origins: Vec::new(),
+            jwt: None,
         }
     }
 }
@@ -633,6 +677,19 @@ pub struct Telemetry {
     /// `text` or `json` log lines.
     #[serde(default)]
     pub log_format: LogFormat,
+    /// Finished spans waiting for export at most; more are dropped and counted.
+    #[serde(default = "default_queue_size")]
+    pub queue_size: usize,
+    /// `service.name` of exported spans (default `abi-node`).
+    #[serde(default = "default_service_name")]
+    pub service_name: String,
+}
+
+fn default_queue_size() -> usize {
+    2048
+}
+fn default_service_name() -> String {
+    "abi-node".into()
 }
 
 fn yes() -> bool {
@@ -649,6 +706,8 @@ impl Default for Telemetry {
             prometheus: true,
             sampling_ratio: default_sampling(),
             log_format: LogFormat::Text,
+            queue_size: default_queue_size(),
+            service_name: default_service_name(),
         }
     }
 }

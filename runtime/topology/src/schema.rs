@@ -141,6 +141,21 @@ pub const TOPOLOGY: &[Field] = &[
             opt("rate_limit_per_sec", Ty::Float),
             opt("rate_limit_burst", Ty::Float),
             opt("max_concurrency", Ty::UInt),
+            opt("tls_cert", Ty::Str),
+            opt("tls_key", Ty::Str),
+            opt("allow_plain_http", Ty::Bool),
+            opt("cors_origins", Ty::StrList),
+            opt(
+                "jwt",
+                Ty::Table(&[
+                    opt("hs256_secret_file", Ty::Str),
+                    opt("rs256_public_key_file", Ty::Str),
+                    opt("leeway_secs", Ty::UInt),
+                    opt("issuer", Ty::Str),
+                    opt("audience", Ty::Str),
+                    opt("role_claim", Ty::Str),
+                ]),
+            ),
         ]),
     ),
     opt(
@@ -197,6 +212,8 @@ pub const TOPOLOGY: &[Field] = &[
             opt("prometheus", Ty::Bool),
             opt("sampling_ratio", Ty::Float),
             opt("log_format", Ty::Enum(&["text", "json"])),
+            opt("queue_size", Ty::UInt),
+            opt("service_name", Ty::Str),
         ]),
     ),
     opt(

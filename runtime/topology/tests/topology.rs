@@ -190,6 +190,11 @@ open_metrics = false
 rate_limit_per_sec = 5.5
 rate_limit_burst = 10
 max_concurrency = 64
+tls_cert = "gw.pem"
+tls_key = "gw.key"
+allow_plain_http = true
+cors_origins = ["https://a.example", "*"]
+jwt = { hs256_secret_file = "s", rs256_public_key_file = "p.pem", leeway_secs = 5, issuer = "i", audience = "a", role_claim = "roles" }
 [[inference]]
 name = "m"
 kind = "embedding"
@@ -226,6 +231,8 @@ otlp_endpoint = "http://127.0.0.1:4317"
 prometheus = false
 sampling_ratio = 0.5
 log_format = "json"
+queue_size = 64
+service_name = "abi-test"
 [membership]
 heartbeat_ms = 100
 suspect_ms = 300
@@ -234,6 +241,12 @@ dead_ms = 900
     let t = parse("all.toml", text, &dir).unwrap_or_else(|d| panic!("{d}"));
     assert_eq!(t.collections[0].fsync, abi_topology::FsyncName::Group);
     assert_eq!(t.membership.dead_ms, 900);
+    let jwt = t.gateway.jwt.as_ref().expect("[gateway.jwt]");
+    assert_eq!((jwt.leeway_secs, jwt.role_claim.as_str()), (5, "roles"));
+    assert_eq!(t.gateway.cors_origins.len(), 2);
+    assert!(t.gateway.allow_plain_http && t.gateway.tls_key.is_some());
+    assert_eq!(t.telemetry.queue_size, 64);
+    assert_eq!(t.telemetry.service_name, "abi-test");
     assert_eq!(
         t.supervision.strategy,
         abi_topology::StrategyName::RestForOne

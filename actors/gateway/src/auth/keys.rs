@@ -3,6 +3,7 @@
 //! Keys are 256-bit random secrets, so a salted SHA-256 is enough (as for
 //! GitHub or Stripe tokens); a slow password hash would only cost latency.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -210,7 +211,16 @@ impl KeysFile {
 pub struct KeyStore {
     path: PathBuf,
     keys: Arc<RwLock<KeysFile>>,
+    /// Keys already verified against their salted hash: presented key →
+    /// (id, role). Only valid keys enter, so it holds at most one entry per
+    /// active key and cannot be grown by guessing; a reload clears it, which
+    /// is what makes revocation effective. The map's SipHash (random keys per
+    /// process) is the fast hash; the lookup compares the full key.
+    verified: Arc<RwLock<Verified>>,
 }
+
+/// Presented key → (key id, role), for keys that passed the hash check.
+type Verified = HashMap<Box<str>, (String, Role)>;
 
 impl KeyStore {
     /// Loads `path`.
@@ -218,6 +228,7 @@ impl KeyStore {
         Ok(Self {
             path: path.to_path_buf(),
             keys: Arc::new(RwLock::new(KeysFile::load(path)?)),
+            verified: Arc::default(),
         })
     }
 
@@ -225,13 +236,29 @@ impl KeyStore {
     pub fn reload(&self) -> Result<usize, KeysError> {
         let fresh = KeysFile::load(&self.path)?;
         let n = fresh.keys.iter().filter(|k| !k.revoked).count();
-        *self.keys.write() = fresh;
+        // Both locks at once: no verification can cache a result of the old
+        // key set after the new one is in place.
+        let mut keys = self.keys.write();
+        let mut verified = self.verified.write();
+        *keys = fresh;
+        verified.clear();
         Ok(n)
     }
 
-    /// See [`KeysFile::verify`].
+    /// See [`KeysFile::verify`]; a key is hashed once, later requests hit the cache.
     pub fn verify(&self, presented: &str) -> Option<(String, Role)> {
-        self.keys.read().verify(presented)
+        if let Some(hit) = self.verified.read().get(presented) {
+            return Some(hit.clone());
+        }
+        let keys = self.keys.read();
+        let found = keys.verify(presented)?;
+        // Cached while the key set that verified it is still read-locked, so
+        // a concurrent reload clears this entry after it is inserted.
+        self.verified
+            .write()
+            .insert(presented.into(), found.clone());
+        drop(keys);
+        Some(found)
     }
 }
 
@@ -259,5 +286,36 @@ mod tests {
         assert!(f.revoke(&id));
         assert!(f.verify(&k).is_none());
         assert!(Role::Admin > Role::Writer && Role::Writer > Role::Reader);
+    }
+
+    #[test]
+    fn store_caches_verified_keys_and_reload_revokes_them() {
+        let path = std::env::temp_dir().join(format!(
+            "abi-keys-cache-{}-{}.toml",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        let mut f = KeysFile::default();
+        let k = f.create(Role::Reader);
+        f.save(&path).expect("save");
+        let store = KeyStore::open(&path).expect("open");
+        assert_eq!(store.verify(&k).map(|v| v.1), Some(Role::Reader));
+        // Second call is served from the cache.
+        assert_eq!(store.verify(&k).map(|v| v.1), Some(Role::Reader));
+        assert_eq!(store.verified.read().len(), 1);
+        // Wrong keys are never cached.
+        assert!(store.verify(&format!("{k}0")).is_none());
+        assert!(store.verify("abi_x_y").is_none());
+        assert_eq!(store.verified.read().len(), 1);
+        // Revocation + reload: the cached entry goes with it.
+        let id = k.split('_').nth(1).expect("id").to_string();
+        assert!(f.revoke(&id));
+        f.save(&path).expect("save");
+        store.reload().expect("reload");
+        assert!(
+            store.verify(&k).is_none(),
+            "revoked key refused after reload"
+        );
+        let _ = std::fs::remove_file(&path);
     }
 }

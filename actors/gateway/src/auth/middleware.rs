@@ -12,6 +12,7 @@ use actix_web::middleware::Next;
 use actix_web::{HttpMessage, ResponseError};
 use tracing::Instrument;
 
+use super::jwt::{JwtReject, JwtVerifier, looks_like_jwt};
 use super::limit::RateLimiter;
 use super::roles::{Access, required};
 use super::{KeyStore, Role};
@@ -20,14 +21,43 @@ use crate::{ApiError, GatewayState};
 /// Gateway security settings.
 #[derive(Debug, Default)]
 pub struct Security {
-    /// Keys; `None` turns authentication off (loopback development).
+    /// Keys; `None` (and no `jwt`) turns authentication off (loopback development).
     pub keys: Option<KeyStore>,
+    /// JWT bearer tokens; with or without API keys.
+    pub jwt: Option<JwtVerifier>,
     /// Serve `/metrics` without credentials.
     pub open_metrics: bool,
     /// Per-key rate limit.
     pub limiter: Option<RateLimiter>,
     /// Requests in flight at once, beyond which the gateway answers 503.
     pub max_concurrency: Option<Arc<tokio::sync::Semaphore>>,
+}
+
+impl Security {
+    /// Whether requests need credentials at all.
+    pub fn auth_enabled(&self) -> bool {
+        self.keys.is_some() || self.jwt.is_some()
+    }
+
+    /// Who presents `cred`: a JWT when it has JWT shape, otherwise an API key.
+    pub fn authenticate(&self, cred: &str) -> Result<(String, Role), ApiError> {
+        let unauthorized = |m: String| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", m);
+        if looks_like_jwt(cred) {
+            let Some(jwt) = &self.jwt else {
+                return Err(unauthorized(
+                    "JWT bearer tokens are not accepted by this gateway".into(),
+                ));
+            };
+            return jwt.verify(cred).map_err(|e| match e {
+                JwtReject::Invalid(m) => unauthorized(m),
+                JwtReject::NoRole(m) => ApiError::new(StatusCode::FORBIDDEN, "forbidden", m),
+            });
+        }
+        self.keys
+            .as_ref()
+            .and_then(|k| k.verify(cred))
+            .ok_or_else(|| unauthorized("invalid or revoked key".into()))
+    }
 }
 
 /// The authenticated caller, available to handlers as request extension.
@@ -107,7 +137,7 @@ pub async fn guard(
         },
         None => None,
     };
-    if let Some(keys) = &sec.keys {
+    if sec.auth_enabled() {
         let access = match required(req.method(), req.path()) {
             Access::Role(Role::Reader) if sec.open_metrics && req.path() == "/metrics" => {
                 Access::Open
@@ -119,17 +149,13 @@ pub async fn guard(
                 let err = ApiError::new(
                     StatusCode::UNAUTHORIZED,
                     "unauthorized",
-                    "missing credentials: send `Authorization: Bearer <key>` or `api-key: <key>`",
+                    "missing credentials: send `Authorization: Bearer <key or JWT>` or `api-key: <key>`",
                 );
                 return Ok(refuse(req, err, &rid));
             };
-            let Some((key_id, role)) = keys.verify(&key) else {
-                let err = ApiError::new(
-                    StatusCode::UNAUTHORIZED,
-                    "unauthorized",
-                    "invalid or revoked key",
-                );
-                return Ok(refuse(req, err, &rid));
+            let (key_id, role) = match sec.authenticate(&key) {
+                Ok(who) => who,
+                Err(err) => return Ok(refuse(req, err, &rid)),
             };
             if role < need {
                 let err = ApiError::new(

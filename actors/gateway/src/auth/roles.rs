@@ -15,9 +15,13 @@ pub enum Access {
 }
 
 /// `(method, pattern, access)`; `{x}` matches one segment, `{x:.*}` one or more.
+/// Exactly the served routes: a unit test in [`crate::openapi`] checks that
+/// this table and the OpenAPI document list the same operations.
 pub const ROUTES: &[(&str, &str, Access)] = &[
     ("GET", "/", Access::Open),
     ("GET", "/health", Access::Open),
+    // The API description is public, like the API's shape in any client library.
+    ("GET", "/openapi.json", Access::Open),
     ("GET", "/ready", Access::Open),
     ("GET", "/dashboard", Access::Open),
     ("GET", "/dashboard/", Access::Open),
@@ -69,12 +73,16 @@ pub const ROUTES: &[(&str, &str, Access)] = &[
     ),
     // OpenAI-compatible inference.
     ("GET", "/v1/models", Access::Role(Role::Reader)),
-    ("GET", "/v1/models/{model}", Access::Role(Role::Reader)),
     ("POST", "/v1/embeddings", Access::Role(Role::Reader)),
     ("POST", "/v1/chat/completions", Access::Role(Role::Reader)),
     // Devices and compute.
     ("GET", "/v1/devices", Access::Role(Role::Reader)),
     ("POST", "/v1/compute/{op}", Access::Role(Role::Reader)),
+    (
+        "POST",
+        "/v1/compute/{op}/binary",
+        Access::Role(Role::Reader),
+    ),
     // Qdrant-compatible collections.
     ("GET", "/collections", Access::Role(Role::Reader)),
     ("GET", "/collections/{name}", Access::Role(Role::Reader)),
@@ -84,7 +92,6 @@ pub const ROUTES: &[(&str, &str, Access)] = &[
         Access::Role(Role::Reader),
     ),
     ("PUT", "/collections/{name}", Access::Role(Role::Writer)),
-    ("PATCH", "/collections/{name}", Access::Role(Role::Writer)),
     ("DELETE", "/collections/{name}", Access::Role(Role::Writer)),
     (
         "PUT",
@@ -94,26 +101,6 @@ pub const ROUTES: &[(&str, &str, Access)] = &[
     (
         "POST",
         "/collections/{name}/points/delete",
-        Access::Role(Role::Writer),
-    ),
-    (
-        "POST",
-        "/collections/{name}/points/payload",
-        Access::Role(Role::Writer),
-    ),
-    (
-        "PUT",
-        "/collections/{name}/points/payload",
-        Access::Role(Role::Writer),
-    ),
-    (
-        "POST",
-        "/collections/{name}/points/payload/delete",
-        Access::Role(Role::Writer),
-    ),
-    (
-        "POST",
-        "/collections/{name}/snapshots",
         Access::Role(Role::Writer),
     ),
     (
@@ -158,42 +145,70 @@ pub const ROUTES: &[(&str, &str, Access)] = &[
     ),
 ];
 
-fn matches(pattern: &str, path: &str) -> bool {
-    let pat: Vec<&str> = pattern.trim_end_matches('/').split('/').collect();
-    let segs: Vec<&str> = path.trim_end_matches('/').split('/').collect();
-    match pat.iter().position(|p| p.ends_with(":.*}")) {
-        None => {
-            pat.len() == segs.len()
-                && pat
-                    .iter()
-                    .zip(&segs)
-                    .all(|(p, s)| p == s || (p.starts_with('{') && !s.is_empty()))
-        }
-        Some(tail) => {
-            let after = &pat[tail + 1..];
-            segs.len() > tail + after.len()
-                && pat[..tail]
-                    .iter()
-                    .zip(&segs)
-                    .all(|(p, s)| p == s || (p.starts_with('{') && !s.is_empty()))
-                && after
-                    .iter()
-                    .zip(&segs[segs.len() - after.len()..])
-                    .all(|(p, s)| p == s || p.starts_with('{'))
+/// A [`ROUTES`] entry split into segments once, so that the per-request
+/// lookup allocates nothing per pattern.
+struct Compiled {
+    method: &'static str,
+    segs: Vec<&'static str>,
+    /// Index of the `{x:.*}` segment, if any.
+    tail: Option<usize>,
+    /// Literal segments: more of them wins (`points/search` over `points/{id}`).
+    literal: usize,
+    access: Access,
+}
+
+fn table() -> &'static [Compiled] {
+    static TABLE: std::sync::OnceLock<Vec<Compiled>> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        ROUTES
+            .iter()
+            .map(|(method, pattern, access)| {
+                let segs: Vec<&'static str> = pattern.trim_end_matches('/').split('/').collect();
+                Compiled {
+                    method,
+                    tail: segs.iter().position(|p| p.ends_with(":.*}")),
+                    literal: segs.iter().filter(|s| !s.starts_with('{')).count(),
+                    segs,
+                    access: *access,
+                }
+            })
+            .collect()
+    })
+}
+
+fn seg_matches(p: &str, s: &str) -> bool {
+    p == s || (p.starts_with('{') && !s.is_empty())
+}
+
+impl Compiled {
+    fn matches(&self, segs: &[&str]) -> bool {
+        let pat = &self.segs;
+        match self.tail {
+            None => pat.len() == segs.len() && pat.iter().zip(segs).all(|(p, s)| seg_matches(p, s)),
+            Some(tail) => {
+                let after = &pat[tail + 1..];
+                segs.len() > tail + after.len()
+                    && pat[..tail].iter().zip(segs).all(|(p, s)| seg_matches(p, s))
+                    && after
+                        .iter()
+                        .zip(&segs[segs.len() - after.len()..])
+                        .all(|(p, s)| p == s || p.starts_with('{'))
+            }
         }
     }
 }
 
 /// The access rule for a request; unknown routes need `admin`.
 pub fn required(method: &Method, path: &str) -> Access {
+    let segs: Vec<&str> = path.trim_end_matches('/').split('/').collect();
     // Exact-literal patterns win over parameterised ones (e.g. `points/search` vs `points/{id}`).
     let mut best: Option<(usize, Access)> = None;
-    for (m, pattern, access) in ROUTES {
-        if *m == method.as_str() && matches(pattern, path) {
-            let literal = pattern.split('/').filter(|s| !s.starts_with('{')).count();
-            if best.is_none_or(|(b, _)| literal > b) {
-                best = Some((literal, *access));
-            }
+    for c in table() {
+        if c.method == method.as_str()
+            && c.matches(&segs)
+            && best.is_none_or(|(b, _)| c.literal > b)
+        {
+            best = Some((c.literal, c.access));
         }
     }
     best.map(|(_, a)| a).unwrap_or(Access::Role(Role::Admin))

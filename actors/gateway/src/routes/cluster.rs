@@ -36,6 +36,12 @@ struct Health<'a> {
 }
 
 /// Liveness: the gateway answers.
+#[utoipa::path(
+    get,
+    path = "/health",
+    tag = "node",
+    responses((status = 200, description = "The gateway answers", body = Object), (status = "4XX", description = "Client error (JSON error body)", body = crate::openapi::ErrorDoc), (status = "5XX", description = "Server error, or the subsystem is unavailable", body = crate::openapi::ErrorDoc))
+)]
 async fn health(state: web::Data<GatewayState>) -> HttpResponse {
     HttpResponse::Ok().json(Health {
         status: "ok",
@@ -74,6 +80,12 @@ fn not_running(tree: &ActorTree, out: &mut Vec<String>) {
 }
 
 /// Readiness: every required actor is running and every subsystem probe passes.
+#[utoipa::path(
+    get,
+    path = "/ready",
+    tag = "node",
+    responses((status = 200, description = "Every required actor runs and every probe passes", body = Object), (status = 503, description = "Not ready: the failing checks", body = Object), (status = "4XX", description = "Client error (JSON error body)", body = crate::openapi::ErrorDoc), (status = "5XX", description = "Server error, or the subsystem is unavailable", body = crate::openapi::ErrorDoc))
+)]
 async fn ready(state: web::Data<GatewayState>) -> Result<HttpResponse, ApiError> {
     let node = &state.node;
     let tree = node
@@ -110,31 +122,67 @@ async fn ready(state: web::Data<GatewayState>) -> Result<HttpResponse, ApiError>
     Ok(HttpResponse::build(status).json(body))
 }
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct TreeQuery {
     /// Another node's id: its tree is fetched through the cluster transport.
     node: Option<String>,
 }
 
 /// The live supervision tree of this node, or of `?node=<id>` (a remote ask).
+#[utoipa::path(
+    get,
+    path = "/v1/cluster/actors",
+    tag = "cluster",
+    params(TreeQuery),
+    responses((status = 200, description = "The live supervision tree", body = Object), (status = "4XX", description = "Client error (JSON error body)", body = crate::openapi::ErrorDoc), (status = "5XX", description = "Server error, or the subsystem is unavailable", body = crate::openapi::ErrorDoc))
+)]
 async fn actors(
     state: web::Data<GatewayState>,
     q: web::Query<TreeQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let node = &state.node;
     let root = match &q.node {
-        Some(id) => ActorPath::root(
-            abi_protocol::NodeId::new(id.clone())
-                .map_err(|e| ApiError::bad_request(e.to_string()))?,
-            0,
-        ),
-        None => node.root_path(),
+        Some(id) if id != node.id().as_str() => {
+            let id = abi_protocol::NodeId::new(id.clone())
+                .map_err(|e| ApiError::bad_request(e.to_string()))?;
+            // A node the cluster does not know is the caller's mistake (404);
+            // only a known member that cannot be reached is a 503.
+            if !is_member(&state, &id).await? {
+                return Err(ApiError::not_found(format!(
+                    "node {id} is not a member of this cluster"
+                )));
+            }
+            ActorPath::root(id, 0)
+        }
+        _ => node.root_path(),
     };
     let tree = node.ask(&root, GetTree, Duration::from_secs(5)).await?;
     Ok(HttpResponse::Ok().json(tree))
 }
 
+/// Whether the membership view lists `id`; a node without a membership actor
+/// (no cluster transport) has no other members.
+async fn is_member(state: &GatewayState, id: &abi_protocol::NodeId) -> Result<bool, ApiError> {
+    use abi_protocol::membership::{ListNodes, PATH};
+    let node = &state.node;
+    let Ok(path) = node.path(PATH) else {
+        return Ok(false);
+    };
+    match node.ask(&path, ListNodes, Duration::from_secs(2)).await {
+        Ok(nodes) => Ok(nodes.iter().any(|n| &n.id == id)),
+        Err(abi_runtime::AskError::NoSuchActor(_)) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Recent supervision events (restarts, failures, escalations).
+#[utoipa::path(
+    get,
+    path = "/v1/cluster/events",
+    tag = "cluster",
+    responses((status = 200, description = "Recent supervision events", body = Object), (status = "4XX", description = "Client error (JSON error body)", body = crate::openapi::ErrorDoc), (status = "5XX", description = "Server error, or the subsystem is unavailable", body = crate::openapi::ErrorDoc))
+)]
 async fn events(state: web::Data<GatewayState>) -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({
         "total": state.node.events().total(),
@@ -190,6 +238,13 @@ fn hits_self(state: &GatewayState, target: &ActorPath) -> bool {
 }
 
 /// Restarts an actor through its supervisor (graceful stop, start again).
+#[utoipa::path(
+    post,
+    path = "/v1/cluster/actors/{path}/restart",
+    tag = "admin",
+    params(("path" = String, Path, description = "Actor path, e.g. node-a/vector/docs")),
+    responses((status = 200, description = "Restarted", body = Object), (status = 202, description = "Accepted: the target is the gateway or an ancestor", body = Object), (status = "4XX", description = "Client error (JSON error body)", body = crate::openapi::ErrorDoc), (status = "5XX", description = "Server error, or the subsystem is unavailable", body = crate::openapi::ErrorDoc))
+)]
 async fn restart(
     state: web::Data<GatewayState>,
     path: web::Path<String>,
@@ -204,6 +259,13 @@ async fn restart(
 }
 
 /// Kills an actor abruptly, as a crash would (fault injection for operators and tests).
+#[utoipa::path(
+    post,
+    path = "/v1/cluster/actors/{path}/kill",
+    tag = "admin",
+    params(("path" = String, Path, description = "Actor path, e.g. node-a/vector/docs")),
+    responses((status = 200, description = "Killed", body = Object), (status = 202, description = "Accepted: the target is the gateway or an ancestor", body = Object), (status = "4XX", description = "Client error (JSON error body)", body = crate::openapi::ErrorDoc), (status = "5XX", description = "Server error, or the subsystem is unavailable", body = crate::openapi::ErrorDoc))
+)]
 async fn kill(
     state: web::Data<GatewayState>,
     path: web::Path<String>,
@@ -258,6 +320,12 @@ where
 }
 
 /// Re-reads the keys file (also done on SIGHUP): rotation and revocation without restart.
+#[utoipa::path(
+    post,
+    path = "/v1/admin/keys/reload",
+    tag = "admin",
+    responses((status = 200, description = "Keys reloaded", body = Object), (status = "4XX", description = "Client error (JSON error body)", body = crate::openapi::ErrorDoc), (status = "5XX", description = "Server error, or the subsystem is unavailable", body = crate::openapi::ErrorDoc))
+)]
 async fn reload_keys(state: web::Data<GatewayState>) -> Result<HttpResponse, ApiError> {
     let Some(keys) = &state.security.keys else {
         return Err(ApiError::bad_request(

@@ -54,6 +54,12 @@ fn gpu_error(e: GpuError) -> ApiError {
     ApiError::new(status, code, e.to_string())
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/devices",
+    tag = "compute",
+    responses((status = 200, description = "Devices of every loaded backend", body = Object), (status = "4XX", description = "Client error (JSON error body)", body = crate::openapi::ErrorDoc), (status = "5XX", description = "Server error, or the subsystem is unavailable", body = crate::openapi::ErrorDoc))
+)]
 async fn devices(state: web::Data<GatewayState>) -> Result<HttpResponse, ApiError> {
     let path = state
         .node
@@ -145,6 +151,14 @@ struct Target {
     device: Option<u32>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/compute/{op}",
+    tag = "compute",
+    params(("op" = String, Path, description = "vector_add, dot, matmul, reduce_sum, softmax or distance_topk")),
+    request_body(content = Object, description = "Operands (per operation) and optional backend/device", content_type = "application/json"),
+    responses((status = 200, description = "The result", body = Object), (status = "4XX", description = "Client error (JSON error body)", body = crate::openapi::ErrorDoc), (status = "5XX", description = "Server error, or the subsystem is unavailable", body = crate::openapi::ErrorDoc))
+)]
 async fn compute_json(
     state: web::Data<GatewayState>,
     op: web::Path<String>,
@@ -278,7 +292,8 @@ async fn compute_json(
     })))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct BinaryQuery {
     backend: Option<String>,
     device: Option<u32>,
@@ -292,6 +307,14 @@ struct BinaryQuery {
 /// Body: the inputs' little-endian f32 values back to back (a then b). Shape from the query
 /// (`n` for vector ops; `m`, `k`, `n` for matmul; `rows`, `cols` for softmax). Reply: the
 /// result's f32 values, with `x-abi-backend`, `x-abi-device`, `x-abi-fallback` headers.
+#[utoipa::path(
+    post,
+    path = "/v1/compute/{op}/binary",
+    tag = "compute",
+    params(("op" = String, Path, description = "Operation"), BinaryQuery),
+    request_body(content = Vec<u8>, description = "Little-endian f32 operands", content_type = "application/octet-stream"),
+    responses((status = 200, description = "Little-endian f32 result", content_type = "application/octet-stream", body = Vec<u8>), (status = "4XX", description = "Client error (JSON error body)", body = crate::openapi::ErrorDoc), (status = "5XX", description = "Server error, or the subsystem is unavailable", body = crate::openapi::ErrorDoc))
+)]
 async fn compute_binary(
     state: web::Data<GatewayState>,
     op: web::Path<String>,

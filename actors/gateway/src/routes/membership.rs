@@ -18,6 +18,12 @@ struct Nodes {
 }
 
 /// `{"nodes": [{"id", "addr", "status", "incarnation", "labels"}]}`, this node first.
+#[utoipa::path(
+    get,
+    path = "/v1/cluster/nodes",
+    tag = "cluster",
+    responses((status = 200, description = "Cluster members and their states", body = Object), (status = "4XX", description = "Client error (JSON error body)", body = crate::openapi::ErrorDoc), (status = "5XX", description = "Server error, or the subsystem is unavailable", body = crate::openapi::ErrorDoc))
+)]
 async fn nodes(state: web::Data<GatewayState>) -> Result<HttpResponse, ApiError> {
     let node = &state.node;
     let path = node

@@ -16,13 +16,19 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/", web::get().to(root))
         .route("/metrics", web::get().to(metrics))
         .route("/dashboard", web::get().to(dashboard))
-        .route("/dashboard/", web::get().to(dashboard))
+        .route("/dashboard/", web::get().to(dashboard_slash))
         .route("/v1/cluster/snapshot", web::get().to(snapshot))
         .route("/v1/cluster/stream", web::get().to(stream));
 }
 
 /// Prometheus exposition: OpenMetrics when the scraper asks for it (as
 /// Prometheus does), else the classic text format 0.0.4 (curl, promtool).
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "observe",
+    responses((status = 200, description = "Prometheus exposition", content_type = "text/plain", body = String), (status = "4XX", description = "Client error (JSON error body)", body = crate::openapi::ErrorDoc), (status = "5XX", description = "Server error, or the subsystem is unavailable", body = crate::openapi::ErrorDoc))
+)]
 async fn metrics(state: web::Data<GatewayState>, req: actix_web::HttpRequest) -> HttpResponse {
     // Make sure the HTTP families exist even before the first request is recorded.
     crate::http_metrics::HttpMetrics::of(&state.node);
@@ -75,6 +81,12 @@ fn to_text_format(open_metrics: &str) -> String {
 const QDRANT_API_VERSION: &str = "1.20.0";
 
 /// Server identity, as Qdrant answers `GET /`.
+#[utoipa::path(
+    get,
+    path = "/",
+    tag = "node",
+    responses((status = 200, description = "Server identity (as Qdrant answers GET /)", body = Object), (status = "4XX", description = "Client error (JSON error body)", body = crate::openapi::ErrorDoc), (status = "5XX", description = "Server error, or the subsystem is unavailable", body = crate::openapi::ErrorDoc))
+)]
 async fn root(state: web::Data<GatewayState>) -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({
         "title": "abi — Qdrant-compatible collections API (subset)",
@@ -85,11 +97,29 @@ async fn root(state: web::Data<GatewayState>) -> HttpResponse {
 }
 
 /// The supervisor dashboard: one self-contained page, no external assets.
+#[utoipa::path(
+    get,
+    path = "/dashboard",
+    tag = "observe",
+    responses((status = 200, description = "The dashboard page", content_type = "text/html", body = String), (status = "4XX", description = "Client error (JSON error body)", body = crate::openapi::ErrorDoc), (status = "5XX", description = "Server error, or the subsystem is unavailable", body = crate::openapi::ErrorDoc))
+)]
 async fn dashboard() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")
         .insert_header(("Cache-Control", "no-store"))
         .body(DASHBOARD_HTML)
+}
+
+/// `/dashboard/` serves the same page (a separate function only so that the
+/// OpenAPI document lists both paths).
+#[utoipa::path(
+    get,
+    path = "/dashboard/",
+    tag = "observe",
+    responses((status = 200, description = "The dashboard page", content_type = "text/html", body = String))
+)]
+async fn dashboard_slash() -> HttpResponse {
+    dashboard().await
 }
 
 #[derive(Serialize)]
@@ -101,6 +131,8 @@ struct Snapshot {
     events: Vec<abi_runtime::events::Event>,
     events_total: u64,
     http: Vec<crate::live::Point>,
+    /// Completion tokens generated so far (the page derives tokens/s).
+    generated_tokens_total: f64,
 }
 
 async fn build(state: &GatewayState) -> Result<Snapshot, ApiError> {
@@ -119,15 +151,31 @@ async fn build(state: &GatewayState) -> Result<Snapshot, ApiError> {
         events,
         events_total: node.events().total(),
         http: state.live.series(60),
+        generated_tokens_total: crate::live::counter_sum(
+            &node.metrics().encode(),
+            "abi_inference_generated_tokens_total",
+        ),
     })
 }
 
 /// Everything the dashboard shows, once.
+#[utoipa::path(
+    get,
+    path = "/v1/cluster/snapshot",
+    tag = "observe",
+    responses((status = 200, description = "Dashboard snapshot", body = Object), (status = "4XX", description = "Client error (JSON error body)", body = crate::openapi::ErrorDoc), (status = "5XX", description = "Server error, or the subsystem is unavailable", body = crate::openapi::ErrorDoc))
+)]
 async fn snapshot(state: web::Data<GatewayState>) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(build(&state).await?))
 }
 
 /// The same snapshot every second as Server-Sent Events.
+#[utoipa::path(
+    get,
+    path = "/v1/cluster/stream",
+    tag = "observe",
+    responses((status = 200, description = "Server-Sent Events, one snapshot per second (never ends)", content_type = "text/event-stream", body = String), (status = "4XX", description = "Client error (JSON error body)", body = crate::openapi::ErrorDoc), (status = "5XX", description = "Server error, or the subsystem is unavailable", body = crate::openapi::ErrorDoc))
+)]
 async fn stream(state: web::Data<GatewayState>) -> HttpResponse {
     let state = state.into_inner();
     let events = futures::stream::unfold((state, true), |(state, first)| async move {

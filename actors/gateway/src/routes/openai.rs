@@ -154,14 +154,15 @@ fn now_s() -> u64 {
 
 // ---------------------------------------------------------------- embeddings
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
 enum EmbedInput {
     One(String),
     Many(Vec<String>),
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(example = json!({"model": "all-minilm-l6-v2", "input": ["hello"]}))]
 struct EmbeddingsBody {
     model: String,
     input: EmbedInput,
@@ -199,6 +200,13 @@ fn base64_f32(v: &[f32]) -> String {
     out
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/embeddings",
+    tag = "openai",
+    request_body(content = EmbeddingsBody, content_type = "application/json"),
+    responses((status = 200, description = "OpenAI embeddings list", body = Object), (status = "4XX", description = "Client error (JSON error body)", body = crate::openapi::ErrorDoc), (status = "5XX", description = "Server error, or the subsystem is unavailable", body = crate::openapi::ErrorDoc))
+)]
 async fn embeddings(state: web::Data<GatewayState>, body: Bytes) -> HttpResponse {
     match embeddings_inner(&state.node, &body).await {
         Ok(v) => HttpResponse::Ok().json(v),
@@ -271,14 +279,14 @@ async fn embeddings_inner(node: &Node, body: &[u8]) -> Result<Value, ApiError> {
 
 // ---------------------------------------------------------------- chat
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
 enum Content {
     Text(String),
     Parts(Vec<ContentPart>),
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct ContentPart {
     #[serde(rename = "type")]
     kind: String,
@@ -286,27 +294,28 @@ struct ContentPart {
     text: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct ChatMessageBody {
     role: String,
     #[serde(default)]
     content: Option<Content>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
 enum Stop {
     One(String),
     Many(Vec<String>),
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 struct StreamOptions {
     #[serde(default)]
     include_usage: bool,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(example = json!({"model": "smollm2-135m-instruct", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4}))]
 struct ChatBody {
     model: String,
     messages: Vec<ChatMessageBody>,
@@ -424,6 +433,13 @@ fn completion_id() -> String {
     format!("chatcmpl-{n:x}")
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/chat/completions",
+    tag = "openai",
+    request_body(content = ChatBody, content_type = "application/json"),
+    responses((status = 200, description = "chat.completion, or SSE chunks with stream: true", body = Object), (status = "4XX", description = "Client error (JSON error body)", body = crate::openapi::ErrorDoc), (status = "5XX", description = "Server error, or the subsystem is unavailable", body = crate::openapi::ErrorDoc))
+)]
 async fn chat_completions(state: web::Data<GatewayState>, body: Bytes) -> HttpResponse {
     match chat_inner(&state.node, &body).await {
         Ok(r) => r,
@@ -628,6 +644,12 @@ impl Drop for SseChat {
 
 // ---------------------------------------------------------------- models
 
+#[utoipa::path(
+    get,
+    path = "/v1/models",
+    tag = "openai",
+    responses((status = 200, description = "Served models", body = Object), (status = "4XX", description = "Client error (JSON error body)", body = crate::openapi::ErrorDoc), (status = "5XX", description = "Server error, or the subsystem is unavailable", body = crate::openapi::ErrorDoc))
+)]
 async fn models(state: web::Data<GatewayState>) -> HttpResponse {
     let node = &state.node;
     let mut data = Vec::new();

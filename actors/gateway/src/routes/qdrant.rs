@@ -469,6 +469,12 @@ fn collection_json(info: &CollectionInfo) -> Value {
 // ---------------------------------------------------------------------------------------------
 // Collections
 
+#[utoipa::path(
+    get,
+    path = "/collections",
+    tag = "qdrant",
+    responses((status = 200, description = "Collections", body = Object), (status = "4XX", description = "Client error (JSON error body)", body = crate::openapi::ErrorDoc), (status = "5XX", description = "Server error, or the subsystem is unavailable", body = crate::openapi::ErrorDoc))
+)]
 async fn list_collections(state: web::Data<GatewayState>) -> Result<HttpResponse, ApiError> {
     let t = Instant::now();
     let path = manager(&state)?;
@@ -480,6 +486,13 @@ async fn list_collections(state: web::Data<GatewayState>) -> Result<HttpResponse
     Ok(ok(json!({ "collections": list }), t))
 }
 
+#[utoipa::path(
+    get,
+    path = "/collections/{name}",
+    tag = "qdrant",
+    params(("name" = String, Path, description = "Collection name")),
+    responses((status = 200, description = "Collection info", body = Object), (status = "4XX", description = "Client error (JSON error body)", body = crate::openapi::ErrorDoc), (status = "5XX", description = "Server error, or the subsystem is unavailable", body = crate::openapi::ErrorDoc))
+)]
 async fn get_collection(
     state: web::Data<GatewayState>,
     name: web::Path<String>,
@@ -496,6 +509,13 @@ async fn get_collection(
     Ok(ok(collection_json(&info), t))
 }
 
+#[utoipa::path(
+    get,
+    path = "/collections/{name}/exists",
+    tag = "qdrant",
+    params(("name" = String, Path, description = "Collection name")),
+    responses((status = 200, description = "Whether it exists", body = Object), (status = "4XX", description = "Client error (JSON error body)", body = crate::openapi::ErrorDoc), (status = "5XX", description = "Server error, or the subsystem is unavailable", body = crate::openapi::ErrorDoc))
+)]
 async fn exists(
     state: web::Data<GatewayState>,
     name: web::Path<String>,
@@ -518,7 +538,8 @@ async fn exists(
     Ok(ok(json!({ "exists": exists }), t))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(example = json!({"vectors": {"size": 4, "distance": "Cosine"}, "shard_number": 1}))]
 struct CreateBody {
     vectors: Option<Value>,
     shard_number: Option<u32>,
@@ -607,6 +628,14 @@ fn create_config(name: String, b: CreateBody) -> Result<CollectionConfig, ApiErr
     })
 }
 
+#[utoipa::path(
+    put,
+    path = "/collections/{name}",
+    tag = "qdrant",
+    params(("name" = String, Path, description = "Collection name")),
+    request_body(content = CreateBody, content_type = "application/json"),
+    responses((status = 200, description = "Created", body = Object), (status = "4XX", description = "Client error (JSON error body)", body = crate::openapi::ErrorDoc), (status = "5XX", description = "Server error, or the subsystem is unavailable", body = crate::openapi::ErrorDoc))
+)]
 async fn create_collection(
     state: web::Data<GatewayState>,
     name: web::Path<String>,
@@ -618,6 +647,13 @@ async fn create_collection(
     Ok(ok(json!(true), t))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/collections/{name}",
+    tag = "qdrant",
+    params(("name" = String, Path, description = "Collection name")),
+    responses((status = 200, description = "Deleted", body = Object), (status = "4XX", description = "Client error (JSON error body)", body = crate::openapi::ErrorDoc), (status = "5XX", description = "Server error, or the subsystem is unavailable", body = crate::openapi::ErrorDoc))
+)]
 async fn delete_collection(
     state: web::Data<GatewayState>,
     name: web::Path<String>,
@@ -637,7 +673,8 @@ async fn delete_collection(
 // ---------------------------------------------------------------------------------------------
 // Points
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(example = json!({"points": [{"id": 1, "vector": [0.1, 0.2, 0.3, 0.4], "payload": {"tag": "a"}}]}))]
 struct UpsertBody {
     points: Option<Vec<Value>>,
     batch: Option<Value>,
@@ -709,6 +746,14 @@ fn upsert_points(b: UpsertBody) -> Result<Vec<(PointInput, VectorOrText)>, ApiEr
     }
 }
 
+#[utoipa::path(
+    put,
+    path = "/collections/{name}/points",
+    tag = "qdrant",
+    params(("name" = String, Path, description = "Collection name")),
+    request_body(content = UpsertBody, content_type = "application/json"),
+    responses((status = 200, description = "Acknowledged after the WAL write", body = Object), (status = "4XX", description = "Client error (JSON error body)", body = crate::openapi::ErrorDoc), (status = "5XX", description = "Server error, or the subsystem is unavailable", body = crate::openapi::ErrorDoc))
+)]
 async fn upsert(
     state: web::Data<GatewayState>,
     name: web::Path<String>,
@@ -740,12 +785,21 @@ async fn upsert(
     ))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(example = json!({"points": [1]}))]
 struct DeleteBody {
     points: Option<Vec<Value>>,
     filter: Option<Value>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/collections/{name}/points/delete",
+    tag = "qdrant",
+    params(("name" = String, Path, description = "Collection name")),
+    request_body(content = DeleteBody, content_type = "application/json"),
+    responses((status = 200, description = "Deleted", body = Object), (status = "4XX", description = "Client error (JSON error body)", body = crate::openapi::ErrorDoc), (status = "5XX", description = "Server error, or the subsystem is unavailable", body = crate::openapi::ErrorDoc))
+)]
 async fn delete_points(
     state: web::Data<GatewayState>,
     name: web::Path<String>,
@@ -795,13 +849,22 @@ async fn delete_points(
     ))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(example = json!({"ids": [1], "with_payload": true, "with_vector": true}))]
 struct RetrieveBody {
     ids: Vec<Value>,
     with_payload: Option<Value>,
     with_vector: Option<Value>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/collections/{name}/points",
+    tag = "qdrant",
+    params(("name" = String, Path, description = "Collection name")),
+    request_body(content = RetrieveBody, content_type = "application/json"),
+    responses((status = 200, description = "Points", body = Object), (status = "4XX", description = "Client error (JSON error body)", body = crate::openapi::ErrorDoc), (status = "5XX", description = "Server error, or the subsystem is unavailable", body = crate::openapi::ErrorDoc))
+)]
 async fn retrieve(
     state: web::Data<GatewayState>,
     name: web::Path<String>,
@@ -827,6 +890,13 @@ async fn retrieve(
     Ok(ok(Value::Array(list), t))
 }
 
+#[utoipa::path(
+    get,
+    path = "/collections/{name}/points/{id}",
+    tag = "qdrant",
+    params(("name" = String, Path, description = "Collection name"), ("id" = String, Path, description = "Point id: unsigned integer or UUID")),
+    responses((status = 200, description = "The point", body = Object), (status = "4XX", description = "Client error (JSON error body)", body = crate::openapi::ErrorDoc), (status = "5XX", description = "Server error, or the subsystem is unavailable", body = crate::openapi::ErrorDoc))
+)]
 async fn get_point(
     state: web::Data<GatewayState>,
     path: web::Path<(String, String)>,
@@ -859,7 +929,8 @@ async fn get_point(
 // ---------------------------------------------------------------------------------------------
 // Search, query, scroll, count
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(example = json!({"vector": [0.1, 0.2, 0.3, 0.4], "limit": 3, "with_payload": true}))]
 struct SearchBody {
     vector: Option<Value>,
     query: Option<Value>,
@@ -1005,12 +1076,21 @@ async fn run_search(
         .collect())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct PartialQuery {
     /// Non-standard: accept results from the shards that answered in time.
     abi_allow_partial: Option<bool>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/collections/{name}/points/search",
+    tag = "qdrant",
+    params(("name" = String, Path, description = "Collection name"), PartialQuery),
+    request_body(content = SearchBody, content_type = "application/json"),
+    responses((status = 200, description = "Scored points", body = Object), (status = "4XX", description = "Client error (JSON error body)", body = crate::openapi::ErrorDoc), (status = "5XX", description = "Server error, or the subsystem is unavailable", body = crate::openapi::ErrorDoc))
+)]
 async fn search(
     state: web::Data<GatewayState>,
     name: web::Path<String>,
@@ -1029,11 +1109,20 @@ async fn search(
     Ok(ok(Value::Array(out.pop().unwrap_or_default()), t))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(example = json!({"searches": [{"vector": [0.1, 0.2, 0.3, 0.4], "limit": 3}]}))]
 struct BatchBody {
     searches: Vec<SearchBody>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/collections/{name}/points/search/batch",
+    tag = "qdrant",
+    params(("name" = String, Path, description = "Collection name"), PartialQuery),
+    request_body(content = BatchBody, content_type = "application/json"),
+    responses((status = 200, description = "Scored points per search", body = Object), (status = "4XX", description = "Client error (JSON error body)", body = crate::openapi::ErrorDoc), (status = "5XX", description = "Server error, or the subsystem is unavailable", body = crate::openapi::ErrorDoc))
+)]
 async fn search_batch(
     state: web::Data<GatewayState>,
     name: web::Path<String>,
@@ -1066,6 +1155,14 @@ fn query_defaults(mut b: SearchBody) -> SearchBody {
     b
 }
 
+#[utoipa::path(
+    post,
+    path = "/collections/{name}/points/query",
+    tag = "qdrant",
+    params(("name" = String, Path, description = "Collection name"), PartialQuery),
+    request_body(content = SearchBody, content_type = "application/json"),
+    responses((status = 200, description = "Scored points", body = Object), (status = "4XX", description = "Client error (JSON error body)", body = crate::openapi::ErrorDoc), (status = "5XX", description = "Server error, or the subsystem is unavailable", body = crate::openapi::ErrorDoc))
+)]
 async fn query(
     state: web::Data<GatewayState>,
     name: web::Path<String>,
@@ -1088,6 +1185,14 @@ async fn query(
     Ok(ok(json!({ "points": out.pop().unwrap_or_default() }), t))
 }
 
+#[utoipa::path(
+    post,
+    path = "/collections/{name}/points/query/batch",
+    tag = "qdrant",
+    params(("name" = String, Path, description = "Collection name"), PartialQuery),
+    request_body(content = BatchBody, content_type = "application/json"),
+    responses((status = 200, description = "Scored points per query", body = Object), (status = "4XX", description = "Client error (JSON error body)", body = crate::openapi::ErrorDoc), (status = "5XX", description = "Server error, or the subsystem is unavailable", body = crate::openapi::ErrorDoc))
+)]
 async fn query_batch(
     state: web::Data<GatewayState>,
     name: web::Path<String>,
@@ -1115,7 +1220,8 @@ async fn query_batch(
     Ok(ok(Value::Array(list), t))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(example = json!({"limit": 10, "with_payload": true}))]
 struct ScrollBody {
     offset: Option<Value>,
     limit: Option<u64>,
@@ -1125,6 +1231,14 @@ struct ScrollBody {
     order_by: Option<Value>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/collections/{name}/points/scroll",
+    tag = "qdrant",
+    params(("name" = String, Path, description = "Collection name")),
+    request_body(content = ScrollBody, content_type = "application/json"),
+    responses((status = 200, description = "A page of points", body = Object), (status = "4XX", description = "Client error (JSON error body)", body = crate::openapi::ErrorDoc), (status = "5XX", description = "Server error, or the subsystem is unavailable", body = crate::openapi::ErrorDoc))
+)]
 async fn scroll(
     state: web::Data<GatewayState>,
     name: web::Path<String>,
@@ -1164,11 +1278,20 @@ async fn scroll(
     ))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(example = json!({"filter": {"must": [{"key": "tag", "match": {"value": "a"}}]}}))]
 struct CountBody {
     filter: Option<Value>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/collections/{name}/points/count",
+    tag = "qdrant",
+    params(("name" = String, Path, description = "Collection name")),
+    request_body(content = CountBody, content_type = "application/json"),
+    responses((status = 200, description = "Number of points", body = Object), (status = "4XX", description = "Client error (JSON error body)", body = crate::openapi::ErrorDoc), (status = "5XX", description = "Server error, or the subsystem is unavailable", body = crate::openapi::ErrorDoc))
+)]
 async fn count(
     state: web::Data<GatewayState>,
     name: web::Path<String>,

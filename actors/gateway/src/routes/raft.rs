@@ -65,19 +65,25 @@ where
 }
 
 /// `{"leader", "term", "commit_index", "voters", "learners", ...}` as this member sees it.
-async fn status(state: web::Data<GatewayState>) -> Result<HttpResponse, ApiError> {
+#[utoipa::path(
+    get,
+    path = "/v1/cluster/raft",
+    tag = "raft",
+    responses((status = 200, description = "This member's view of the Raft group", body = Object), (status = "4XX", description = "Client error (JSON error body)", body = crate::openapi::ErrorDoc), (status = "5XX", description = "Server error, no leader, or Raft is not enabled", body = crate::openapi::ErrorDoc))
+)]
+pub(crate) async fn status(state: web::Data<GatewayState>) -> Result<HttpResponse, ApiError> {
     let s: RaftStatus = ask(&state, GetStatus).await?;
     Ok(HttpResponse::Ok().json(s))
 }
 
-#[derive(Deserialize)]
-struct AddLearner {
+#[derive(Deserialize, utoipa::ToSchema)]
+pub(crate) struct AddLearner {
     node: String,
     addr: String,
 }
 
-#[derive(Deserialize)]
-struct Promote {
+#[derive(Deserialize, utoipa::ToSchema)]
+pub(crate) struct Promote {
     nodes: Vec<String>,
 }
 
@@ -94,7 +100,14 @@ async fn change(state: &GatewayState, change: MembershipChange) -> Result<HttpRe
 }
 
 /// `POST /v1/cluster/raft/learners {"node", "addr"}`: adds a learner, answers once it caught up.
-async fn add_learner(
+#[utoipa::path(
+    post,
+    path = "/v1/cluster/raft/learners",
+    tag = "raft",
+    request_body(content = AddLearner, content_type = "application/json"),
+    responses((status = 200, description = "The group after the change", body = Object), (status = "4XX", description = "Client error (JSON error body)", body = crate::openapi::ErrorDoc), (status = "5XX", description = "Server error, no leader, or Raft is not enabled", body = crate::openapi::ErrorDoc))
+)]
+pub(crate) async fn add_learner(
     state: web::Data<GatewayState>,
     body: web::Json<AddLearner>,
 ) -> Result<HttpResponse, ApiError> {
@@ -110,7 +123,14 @@ async fn add_learner(
 }
 
 /// `POST /v1/cluster/raft/voters {"nodes": [...]}`: promotes learners to voters.
-async fn promote(
+#[utoipa::path(
+    post,
+    path = "/v1/cluster/raft/voters",
+    tag = "raft",
+    request_body(content = Promote, content_type = "application/json"),
+    responses((status = 200, description = "The group after the change", body = Object), (status = "4XX", description = "Client error (JSON error body)", body = crate::openapi::ErrorDoc), (status = "5XX", description = "Server error, no leader, or Raft is not enabled", body = crate::openapi::ErrorDoc))
+)]
+pub(crate) async fn promote(
     state: web::Data<GatewayState>,
     body: web::Json<Promote>,
 ) -> Result<HttpResponse, ApiError> {
@@ -127,7 +147,14 @@ async fn promote(
 }
 
 /// `DELETE /v1/cluster/raft/members/{node}`: removes a voter or learner from the group.
-async fn remove(
+#[utoipa::path(
+    delete,
+    path = "/v1/cluster/raft/members/{node}",
+    tag = "raft",
+    params(("node" = String, Path, description = "Node id")),
+    responses((status = 200, description = "The group after the change", body = Object), (status = "4XX", description = "Client error (JSON error body)", body = crate::openapi::ErrorDoc), (status = "5XX", description = "Server error, no leader, or Raft is not enabled", body = crate::openapi::ErrorDoc))
+)]
+pub(crate) async fn remove(
     state: web::Data<GatewayState>,
     node: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
@@ -140,8 +167,9 @@ async fn remove(
     .await
 }
 
-#[derive(Deserialize)]
-struct ReadQuery {
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct ReadQuery {
     /// `linearizable` (default: confirmed with a quorum) or `local` (this member's state).
     consistency: Option<String>,
 }
@@ -181,7 +209,14 @@ impl From<ClusterMeta> for MetaJson {
 }
 
 /// `GET /v1/cluster/meta[?consistency=local]`.
-async fn meta(
+#[utoipa::path(
+    get,
+    path = "/v1/cluster/meta",
+    tag = "raft",
+    params(ReadQuery),
+    responses((status = 200, description = "The replicated cluster metadata", body = Object), (status = "4XX", description = "Client error (JSON error body)", body = crate::openapi::ErrorDoc), (status = "5XX", description = "Server error, no leader, or Raft is not enabled", body = crate::openapi::ErrorDoc))
+)]
+pub(crate) async fn meta(
     state: web::Data<GatewayState>,
     q: web::Query<ReadQuery>,
 ) -> Result<HttpResponse, ApiError> {
@@ -202,7 +237,14 @@ struct KeyValue {
 }
 
 /// `GET /v1/cluster/meta/kv/{key}`: 404 when absent.
-async fn get_key(
+#[utoipa::path(
+    get,
+    path = "/v1/cluster/meta/kv/{key}",
+    tag = "raft",
+    params(("key" = String, Path, description = "Metadata key"), ReadQuery),
+    responses((status = 200, description = "The key and its value", body = Object), (status = "4XX", description = "Client error (JSON error body)", body = crate::openapi::ErrorDoc), (status = "5XX", description = "Server error, no leader, or Raft is not enabled", body = crate::openapi::ErrorDoc))
+)]
+pub(crate) async fn get_key(
     state: web::Data<GatewayState>,
     key: web::Path<String>,
     q: web::Query<ReadQuery>,
@@ -224,8 +266,8 @@ async fn get_key(
     }
 }
 
-#[derive(Deserialize)]
-struct PutBody {
+#[derive(Deserialize, utoipa::ToSchema)]
+pub(crate) struct PutBody {
     value: String,
 }
 
@@ -246,7 +288,15 @@ async fn propose(state: &GatewayState, command: MetaCommand) -> Result<HttpRespo
 }
 
 /// `PUT /v1/cluster/meta/kv/{key} {"value"}`: answered once a majority has it durable.
-async fn put_key(
+#[utoipa::path(
+    put,
+    path = "/v1/cluster/meta/kv/{key}",
+    tag = "raft",
+    params(("key" = String, Path, description = "Metadata key")),
+    request_body(content = PutBody, content_type = "application/json"),
+    responses((status = 200, description = "Committed: log index and leader", body = Object), (status = "4XX", description = "Client error (JSON error body)", body = crate::openapi::ErrorDoc), (status = "5XX", description = "Server error, no leader, or Raft is not enabled", body = crate::openapi::ErrorDoc))
+)]
+pub(crate) async fn put_key(
     state: web::Data<GatewayState>,
     key: web::Path<String>,
     body: web::Json<PutBody>,
@@ -266,7 +316,14 @@ async fn put_key(
 }
 
 /// `DELETE /v1/cluster/meta/kv/{key}`.
-async fn delete_key(
+#[utoipa::path(
+    delete,
+    path = "/v1/cluster/meta/kv/{key}",
+    tag = "raft",
+    params(("key" = String, Path, description = "Metadata key")),
+    responses((status = 200, description = "Committed: log index and leader", body = Object), (status = "4XX", description = "Client error (JSON error body)", body = crate::openapi::ErrorDoc), (status = "5XX", description = "Server error, no leader, or Raft is not enabled", body = crate::openapi::ErrorDoc))
+)]
+pub(crate) async fn delete_key(
     state: web::Data<GatewayState>,
     key: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {

@@ -17,6 +17,7 @@ use std::sync::atomic::AtomicBool;
 
 use super::catalog::{ModelEntry, ModelSource};
 use super::config::PoolConfig;
+use super::metrics::PoolMetrics;
 use super::streams::Streams;
 use super::worker::{Job, Notify, Worker, WorkerArgs};
 
@@ -60,6 +61,8 @@ pub struct PoolArgs {
     pub entry: ModelEntry,
     /// Sizing.
     pub config: PoolConfig,
+    /// This pool's metric series.
+    pub metrics: PoolMetrics,
 }
 
 /// The pool actor.
@@ -90,6 +93,7 @@ pub struct PoolState {
     next_stream: u64,
     flush_timer: Option<FlushTimer>,
     poison_next: bool,
+    metrics: PoolMetrics,
 }
 
 type FlushTimer = JoinHandle<Result<(), ractor::MessagingErr<PoolMsg>>>;
@@ -111,8 +115,10 @@ async fn spawn_worker(
     entry: &ModelEntry,
     index: usize,
     info: &Arc<parking_lot::Mutex<Option<ModelInfo>>>,
+    metrics: &PoolMetrics,
 ) -> Result<ActorRef<Job>, String> {
     let args = WorkerArgs {
+        generated_tokens: metrics.generated_tokens.clone(),
         model: entry.id.clone(),
         source: entry.source.clone(),
         index,
@@ -179,6 +185,11 @@ impl PoolState {
 
     /// Hands queued work to idle workers.
     fn pump(&mut self, myself: &ActorRef<PoolMsg>) {
+        self.pump_queue(myself);
+        self.metrics.queue_depth.set(self.queue.len() as i64);
+    }
+
+    fn pump_queue(&mut self, myself: &ActorRef<PoolMsg>) {
         while let Some(front) = self.queue.front() {
             let Some(w) = self.idle_worker() else {
                 return;
@@ -216,6 +227,7 @@ impl PoolState {
                             batch.push(next.into_parts());
                         }
                     }
+                    self.metrics.batch_size.observe(inputs as f64);
                     Job::Embed(batch, std::mem::take(&mut self.poison_next))
                 }
                 Some(Pending::Chat(call)) => {
@@ -302,7 +314,7 @@ impl Actor for Pool {
         // A model that cannot load leaves the pool up but unavailable: the node keeps running
         // and /ready names the path and the reason.
         for index in 0..args.config.workers {
-            match spawn_worker(&myself, &entry, index, &loaded).await {
+            match spawn_worker(&myself, &entry, index, &loaded, &args.metrics).await {
                 Ok(actor) => slots.push(Slot {
                     actor: Some(actor),
                     busy: false,
@@ -336,6 +348,7 @@ impl Actor for Pool {
             next_stream: 1,
             flush_timer: None,
             poison_next: false,
+            metrics: args.metrics,
         })
     }
 
@@ -483,7 +496,7 @@ impl Actor for Pool {
         state.slots[i].busy = false;
         state.slots[i].restarts += 1;
         let loaded = Arc::new(parking_lot::Mutex::new(None));
-        match spawn_worker(&myself, &state.entry, i, &loaded).await {
+        match spawn_worker(&myself, &state.entry, i, &loaded, &state.metrics).await {
             Ok(a) => state.slots[i].actor = Some(a),
             Err(e) => {
                 tracing::error!(model = %state.info.id, "worker restart failed: {e}");

@@ -5,6 +5,7 @@ pub mod actor;
 pub mod catalog;
 pub mod config;
 pub mod engine;
+pub mod metrics;
 pub mod streams;
 pub mod worker;
 
@@ -25,6 +26,7 @@ pub fn pool_spec(entry: ModelEntry, config: PoolConfig) -> ChildSpec {
     let name = entry.id.clone();
     ChildSpec::worker(name, move |ctx| {
         let args = PoolArgs {
+            metrics: metrics::InferenceMetrics::of(&ctx.node).pool(&entry.id),
             entry: entry.clone(),
             config: config.clone(),
         };

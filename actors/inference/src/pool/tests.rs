@@ -265,6 +265,7 @@ async fn worker_panic_fails_its_request_and_is_restarted() {
         let args = PoolArgs {
             entry: entry.clone(),
             config: PoolConfig::default(),
+            metrics: crate::pool::metrics::PoolMetrics::detached(),
         };
         let cap = cap.clone();
         async move {

@@ -60,6 +60,8 @@ pub struct WorkerArgs {
     pub notify: Arc<dyn Notify>,
     /// Filled with the model's description once it is loaded.
     pub info: Arc<parking_lot::Mutex<Option<abi_protocol::inference::ModelInfo>>>,
+    /// Completion tokens of this worker's model.
+    pub generated_tokens: prometheus_client::metrics::counter::Counter,
 }
 
 /// The worker actor.
@@ -68,6 +70,7 @@ pub struct Worker;
 /// A worker's state: its model (absent only while a job holds it).
 pub struct WorkerState {
     engine: Option<Engine>,
+    generated_tokens: prometheus_client::metrics::counter::Counter,
     model: String,
     index: usize,
     notify: Arc<dyn Notify>,
@@ -98,6 +101,7 @@ impl Actor for Worker {
         *args.info.lock() = Some(engine.info(&args.model));
         Ok(WorkerState {
             engine: Some(engine),
+            generated_tokens: args.generated_tokens,
             model: args.model,
             index: args.index,
             notify: args.notify,
@@ -152,6 +156,9 @@ impl Actor for Worker {
                 match r {
                     Ok((engine, out)) => {
                         state.engine = Some(engine);
+                        if let Ok(c) = &out {
+                            state.generated_tokens.inc_by(c.completion_tokens);
+                        }
                         reply.send(out);
                         Ok(())
                     }
@@ -182,6 +189,9 @@ impl Actor for Worker {
                     Ok((engine, out)) => {
                         state.engine = Some(engine);
                         if let Some(out) = out {
+                            if let Ok(c) = &out {
+                                state.generated_tokens.inc_by(c.completion_tokens);
+                            }
                             streams.finish(
                                 id,
                                 match out {

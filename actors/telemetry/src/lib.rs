@@ -1,0 +1,323 @@
+//! Tracing export for abi nodes: `tracing` spans become OpenTelemetry spans and
+//! leave the process over OTLP/HTTP (protobuf), with W3C trace context.
+//!
+//! # Shape
+//! - [`Telemetry::new`] builds an SDK tracer provider whose only span processor
+//!   is a **bounded queue** ([`queue`]): a finished span is `try_send`-ed into
+//!   it and, if the queue is full, dropped and counted. Nothing on a request
+//!   path waits for the exporter.
+//! - The queue is drained by the **flusher** ([`flusher`]), a supervised actor
+//!   child of the node (`telemetry`), which batches spans and exports them.
+//!   When the receiver is down the batch is dropped and counted too; the
+//!   flusher never retries beyond the exporter's own timeout, so a dead
+//!   receiver costs at most one export timeout per batch, on the flusher only.
+//! - [`Telemetry::layer`] is the `tracing-opentelemetry` layer for the node's
+//!   subscriber; it only sees spans of target [`abi_runtime::trace::TARGET`],
+//!   so log events and library spans never reach the exporter.
+//! - [`Telemetry::install_propagation`] plugs W3C `traceparent` handling into
+//!   the runtime's trace seam ([`abi_runtime::trace`]), used by `Node::ask`,
+//!   the transport envelope and the gateway.
+//!
+//! Counters (`abi_telemetry_spans_exported_total`,
+//! `abi_telemetry_spans_dropped_total{reason}`) go into the node's registry
+//! with [`Telemetry::register_metrics`].
+
+pub mod flusher;
+mod propagation;
+pub mod queue;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::trace::{Sampler, SdkTracer, SdkTracerProvider};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use tracing_subscriber::filter::{Filtered, Targets};
+use tracing_subscriber::registry::LookupSpan;
+
+pub use propagation::W3c;
+
+/// Settings of the span sink (from `[telemetry]` and the CLI).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TelemetryConfig {
+    /// OTLP/HTTP protobuf traces URL, e.g. `http://127.0.0.1:6006/v1/traces`.
+    pub otlp_endpoint: String,
+    /// Fraction of new traces sampled (a sampled parent from a caller is honoured).
+    pub sampling_ratio: f64,
+    /// Spans waiting for export at most; more are dropped and counted.
+    pub queue_size: usize,
+    /// `service.name` resource attribute.
+    pub service_name: String,
+    /// Spans per export request at most.
+    pub max_batch: usize,
+    /// How long the flusher waits to fill a batch.
+    pub flush_interval: Duration,
+    /// Time limit of one export request (connect + send + answer).
+    pub export_timeout: Duration,
+}
+
+impl TelemetryConfig {
+    /// Defaults for everything but the endpoint.
+    pub fn new(otlp_endpoint: impl Into<String>) -> Self {
+        Self {
+            otlp_endpoint: otlp_endpoint.into(),
+            sampling_ratio: 1.0,
+            queue_size: 2048,
+            service_name: "abi-node".into(),
+            max_batch: 512,
+            flush_interval: Duration::from_millis(500),
+            export_timeout: Duration::from_secs(3),
+        }
+    }
+}
+
+/// Why the sink could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    /// The endpoint is not an `http://` or `https://` URL with a host.
+    #[error("invalid OTLP endpoint `{endpoint}`: {reason}")]
+    BadEndpoint {
+        /// What was configured.
+        endpoint: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// `sampling_ratio` outside 0.0..=1.0.
+    #[error("sampling_ratio must be between 0.0 and 1.0, got {0}")]
+    BadSamplingRatio(f64),
+    /// `queue_size` or `max_batch` of zero.
+    #[error("{0} must be at least 1")]
+    Zero(&'static str),
+    /// The OTLP exporter refused its configuration.
+    #[error("cannot build the OTLP exporter: {0}")]
+    Exporter(String),
+}
+
+/// Why spans were dropped.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DropLabels {
+    /// `queue_full` (the flusher fell behind) or `export_failed` (receiver down or refusing).
+    pub reason: &'static str,
+}
+
+/// The sink's counters; cheap to clone (shared atomics).
+#[derive(Debug, Clone, Default)]
+pub struct Counters {
+    /// Spans the receiver accepted.
+    pub exported: Counter,
+    /// Spans dropped, by reason.
+    pub dropped: Family<DropLabels, Counter>,
+    /// Spans waiting in the queue.
+    pub queued: Gauge,
+}
+
+impl Counters {
+    fn dropped(&self, reason: &'static str) -> Counter {
+        self.dropped.get_or_create(&DropLabels { reason }).clone()
+    }
+}
+
+/// Shared between the tracer provider's queue and the flusher actor.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) cfg: TelemetryConfig,
+    pub(crate) resource: Resource,
+    pub(crate) counters: Counters,
+    pub(crate) rx:
+        Arc<tokio::sync::Mutex<tokio::sync::mpsc::Receiver<opentelemetry_sdk::trace::SpanData>>>,
+}
+
+/// The span sink of one process.
+#[derive(Debug, Clone)]
+pub struct Telemetry {
+    provider: SdkTracerProvider,
+    tracer: SdkTracer,
+    shared: Arc<Shared>,
+}
+
+impl Telemetry {
+    /// Validates `cfg` and builds the tracer provider and the queue. Works
+    /// outside an async runtime (the exporter is built by the flusher).
+    pub fn new(cfg: TelemetryConfig) -> Result<Self, TelemetryError> {
+        validate(&cfg)?;
+        let counters = Counters::default();
+        let (tx, rx) = tokio::sync::mpsc::channel(cfg.queue_size);
+        let resource = Resource::builder()
+            .with_service_name(cfg.service_name.clone())
+            .build();
+        let processor = queue::QueueProcessor::new(tx, counters.clone());
+        let provider = SdkTracerProvider::builder()
+            .with_span_processor(processor)
+            // Sampling is decided where a trace starts (the gateway, with
+            // `sampling_ratio`) before any span exists; every span made is kept.
+            .with_sampler(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)))
+            .with_resource(resource.clone())
+            .build();
+        let tracer = provider.tracer("abi");
+        Ok(Self {
+            provider,
+            tracer,
+            shared: Arc::new(Shared {
+                cfg,
+                resource,
+                counters,
+                rx: Arc::new(tokio::sync::Mutex::new(rx)),
+            }),
+        })
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &TelemetryConfig {
+        &self.shared.cfg
+    }
+
+    /// The counters (also registered by [`Telemetry::register_metrics`]).
+    pub fn counters(&self) -> &Counters {
+        &self.shared.counters
+    }
+
+    /// The `tracing` layer that turns abi's trace spans into OpenTelemetry spans.
+    ///
+    /// Only target [`abi_runtime::trace::TARGET`] passes: logs and the spans of
+    /// libraries (hyper, h2, quinn) stay out of the export, which also keeps
+    /// the exporter's own HTTP client from tracing itself.
+    pub fn layer<S>(
+        &self,
+    ) -> Filtered<tracing_opentelemetry::OpenTelemetryLayer<S, SdkTracer>, Targets, S>
+    where
+        S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+    {
+        use tracing_subscriber::Layer as _;
+        tracing_opentelemetry::layer()
+            .with_tracer(self.tracer.clone())
+            // Thread ids, source locations and busy/idle timings cost per span
+            // and are not needed to follow a request.
+            .with_threads(false)
+            .with_location(false)
+            .with_tracked_inactivity(false)
+            .with_target(false)
+            .with_filter(
+                Targets::new().with_target(abi_runtime::trace::TARGET, tracing::Level::INFO),
+            )
+    }
+
+    /// Turns on span creation in `ask`/`tell`, the transport and the gateway.
+    pub fn install_propagation(&self) -> bool {
+        abi_runtime::trace::install(Box::new(W3c {
+            ratio: self.shared.cfg.sampling_ratio,
+        }))
+    }
+
+    /// Registers the sink's counters in `node`'s Prometheus registry (once per process).
+    pub fn register_metrics(&self, node: &abi_runtime::Node) {
+        let c = self.shared.counters.clone();
+        node.metrics().get_or_init(move |reg| {
+            reg.register(
+                "abi_telemetry_spans_exported",
+                "Spans accepted by the OTLP receiver",
+                c.exported.clone(),
+            );
+            reg.register(
+                "abi_telemetry_spans_dropped",
+                "Spans dropped instead of exported (queue full or export failed)",
+                c.dropped.clone(),
+            );
+            reg.register(
+                "abi_telemetry_spans_queued",
+                "Spans waiting for export",
+                c.queued.clone(),
+            );
+            // Both reasons appear from the start, so a rate() over them works
+            // before the first drop.
+            c.dropped(queue::QUEUE_FULL);
+            c.dropped(flusher::EXPORT_FAILED);
+            TelemetryRegistered
+        });
+    }
+
+    /// The flusher as a supervised child named `telemetry`.
+    pub fn child_spec(&self) -> abi_runtime::ChildSpec {
+        flusher::child_spec(self.shared.clone())
+    }
+
+    /// Ends the provider: later spans are not recorded. Spans already queued
+    /// are exported by the flusher when it stops.
+    pub fn shutdown(&self) {
+        // The queue processor's shutdown cannot fail; the error type is the SDK's.
+        let _ = self.provider.shutdown();
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct TelemetryRegistered;
+
+fn validate(cfg: &TelemetryConfig) -> Result<(), TelemetryError> {
+    let bad = |reason: &str| TelemetryError::BadEndpoint {
+        endpoint: cfg.otlp_endpoint.clone(),
+        reason: reason.into(),
+    };
+    let rest = cfg
+        .otlp_endpoint
+        .strip_prefix("http://")
+        .or_else(|| cfg.otlp_endpoint.strip_prefix("https://"))
+        .ok_or_else(|| bad("must start with http:// or https:// (OTLP over HTTP/protobuf)"))?;
+    if rest.is_empty() || rest.starts_with('/') {
+        return Err(bad("no host"));
+    }
+    if cfg.otlp_endpoint.starts_with("https://") {
+        // The exporter is built without a TLS stack (see the workspace manifest).
+        return Err(bad(
+            "https is not supported by this build; use a local collector over http",
+        ));
+    }
+    if !(0.0..=1.0).contains(&cfg.sampling_ratio) {
+        return Err(TelemetryError::BadSamplingRatio(cfg.sampling_ratio));
+    }
+    if cfg.queue_size == 0 {
+        return Err(TelemetryError::Zero("queue_size"));
+    }
+    if cfg.max_batch == 0 {
+        return Err(TelemetryError::Zero("max_batch"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_are_checked() {
+        assert!(Telemetry::new(TelemetryConfig::new("http://127.0.0.1:6006/v1/traces")).is_ok());
+        for bad in [
+            "127.0.0.1:4318",
+            "grpc://x",
+            "http://",
+            "https://collector/v1/traces",
+        ] {
+            assert!(
+                matches!(
+                    Telemetry::new(TelemetryConfig::new(bad)),
+                    Err(TelemetryError::BadEndpoint { .. })
+                ),
+                "{bad} accepted"
+            );
+        }
+        let mut c = TelemetryConfig::new("http://h:1/v1/traces");
+        c.sampling_ratio = 1.5;
+        assert!(matches!(
+            Telemetry::new(c.clone()),
+            Err(TelemetryError::BadSamplingRatio(_))
+        ));
+        c.sampling_ratio = 0.5;
+        c.queue_size = 0;
+        assert!(matches!(
+            Telemetry::new(c),
+            Err(TelemetryError::Zero("queue_size"))
+        ));
+    }
+}

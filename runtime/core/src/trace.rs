@@ -1,0 +1,181 @@
+//! Trace-context seam: spans for actor messages and W3C `traceparent` strings,
+//! without making the runtime depend on OpenTelemetry.
+//!
+//! The telemetry crate installs a [`Propagation`] once per process; until then
+//! (telemetry off) [`enabled`] is false and `ask`/`tell` create no spans at all,
+//! so a node without an exporter pays one atomic load per message.
+
+use std::sync::OnceLock;
+
+use tracing::Span;
+
+/// Target of every span the runtime and gateway create for tracing; the log
+/// formatter filters it out so that spans go to the exporter, not to stderr.
+pub const TARGET: &str = "abi::trace";
+
+/// Converts between `tracing` spans and W3C trace context strings.
+pub trait Propagation: Send + Sync + 'static {
+    /// The `traceparent` of `span`, or `None` when it is not sampled/recorded.
+    fn traceparent(&self, span: &Span) -> Option<String>;
+    /// Makes the remote context in `traceparent` the parent of `span` (which must
+    /// not have been entered yet). Malformed values are ignored: a bad header
+    /// from a client starts a new trace instead of failing the request.
+    fn set_parent(&self, span: &Span, traceparent: &str);
+    /// True when `span` or one of its ancestors is a trace span (target
+    /// [`TARGET`]). Other crates' spans (the gateway's request-id log span)
+    /// may sit between a request's span and the code that sends a message.
+    fn in_trace(&self, span: &Span) -> bool {
+        span.metadata().is_some_and(|m| m.target() == TARGET)
+    }
+    /// Whether a request that arrives without trace context starts a trace
+    /// (the sampling ratio). Deciding before any span exists makes an
+    /// unsampled request cost no span at all.
+    fn sample_new(&self) -> bool {
+        true
+    }
+}
+
+static HOOK: OnceLock<Box<dyn Propagation>> = OnceLock::new();
+
+/// Installs the process's propagation; only the first call wins.
+pub fn install(p: Box<dyn Propagation>) -> bool {
+    HOOK.set(p).is_ok()
+}
+
+/// True once tracing export is set up in this process.
+#[inline]
+pub fn enabled() -> bool {
+    HOOK.get().is_some()
+}
+
+/// Whether a request without trace context should be traced (false when tracing is off).
+pub fn sample_new() -> bool {
+    HOOK.get().is_some_and(|h| h.sample_new())
+}
+
+/// The sampled flag of a W3C `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`),
+/// or `None` when the value is malformed or names the invalid all-zero ids.
+pub fn sampled_flag(traceparent: &str) -> Option<bool> {
+    let mut parts = traceparent.trim().split('-');
+    let (version, trace_id, span_id, flags) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
+    let zero = |s: &str| s.bytes().all(|b| b == b'0');
+    // Version 00 has exactly four fields; later versions may append more.
+    if !hex(version, 2) || version == "ff" || (version == "00" && parts.next().is_some()) {
+        return None;
+    }
+    if !hex(trace_id, 32) || !hex(span_id, 16) || !hex(flags, 2) || zero(trace_id) || zero(span_id)
+    {
+        return None;
+    }
+    let flags = u8::from_str_radix(flags, 16).ok()?;
+    Some(flags & 1 == 1)
+}
+
+/// The `traceparent` of the current span (what goes into a transport envelope).
+pub fn current_traceparent() -> Option<String> {
+    let hook = HOOK.get()?;
+    if !in_trace() {
+        return None;
+    }
+    hook.traceparent(&Span::current())
+}
+
+/// The `traceparent` of `span`.
+pub fn traceparent_of(span: &Span) -> Option<String> {
+    HOOK.get().and_then(|h| h.traceparent(span))
+}
+
+/// Parents `span` on a remote context (incoming HTTP header or envelope field).
+pub fn set_parent(span: &Span, traceparent: &str) {
+    if let Some(h) = HOOK.get() {
+        h.set_parent(span, traceparent);
+    }
+}
+
+/// True when the current span is one of ours, i.e. this code runs on behalf
+/// of a traced request.
+fn in_trace() -> bool {
+    let current = Span::current();
+    if current.is_none() {
+        return false;
+    }
+    HOOK.get().is_some_and(|h| h.in_trace(&current))
+}
+
+/// The span of one message to an actor, named `actor.handle`, child of the
+/// current span; `None` when tracing is off or no traced request is current.
+///
+/// Only messages sent on behalf of a traced request get a span: background
+/// traffic (heartbeats, health probes, timers) would otherwise start a new
+/// one-span trace per message. ractor (feature `message_span_propogation`)
+/// runs the actor's `handle` inside the span that was current when the
+/// message was sent, so asks made while handling nest below this one.
+pub fn message_span(path: &dyn std::fmt::Display, type_name: &str, remote: bool) -> Option<Span> {
+    if !enabled() || !in_trace() {
+        return None;
+    }
+    Some(tracing::info_span!(
+        target: TARGET,
+        "actor.handle",
+        otel.kind = if remote { "client" } else { "internal" },
+        actor.path = %path,
+        message_type = type_name,
+        remote,
+    ))
+}
+
+/// The span of a message that arrived from another node with the sender's
+/// `traceparent`; `None` when tracing is off or the sender sent none.
+pub fn inbound_span(
+    path: &dyn std::fmt::Display,
+    type_name: &str,
+    traceparent: Option<&str>,
+) -> Option<Span> {
+    let tp = traceparent.filter(|_| enabled())?;
+    let span = tracing::info_span!(
+        target: TARGET,
+        "actor.handle",
+        otel.kind = "server",
+        actor.path = %path,
+        message_type = type_name,
+        remote = true,
+    );
+    set_parent(&span, tp);
+    Some(span)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sampled_flag;
+
+    #[test]
+    fn traceparent_flags() {
+        let id = "0af7651916cd43dd8448eb211c80319c";
+        assert_eq!(
+            sampled_flag(&format!("00-{id}-b7ad6b7169203331-01")),
+            Some(true)
+        );
+        assert_eq!(
+            sampled_flag(&format!("00-{id}-b7ad6b7169203331-00")),
+            Some(false)
+        );
+        assert_eq!(
+            sampled_flag(&format!("01-{id}-b7ad6b7169203331-03-extra")),
+            Some(true)
+        );
+        for bad in [
+            "",
+            "garbage",
+            &format!("00-{id}-b7ad6b7169203331"),
+            &format!("00-{id}-b7ad6b7169203331-01-extra"),
+            &format!("ff-{id}-b7ad6b7169203331-01"),
+            "00-00000000000000000000000000000000-b7ad6b7169203331-01",
+            &format!("00-{id}-0000000000000000-01"),
+            &format!("00-{id}-b7ad6b716920333x-01"),
+        ] {
+            assert_eq!(sampled_flag(bad), None, "{bad}");
+        }
+    }
+}

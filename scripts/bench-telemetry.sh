@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# Gateway throughput with tracing off vs on: wrk, 64 connections, 2 threads,
+# 10 s, on GET /health and on a small search (POST .../points/search, 1000
+# points of 8 dims, 2 shards), against a release abi-node.
+#   off        no otlp_endpoint (no spans at all)
+#   dead       --otlp-endpoint to a port nothing listens on (every span made,
+#              queued, exported and failed: drops counted)
+#   phoenix    --otlp-endpoint to a running Arize Phoenix (.venv-phoenix), if installed
+#   MODE@R     the same with --sampling-ratio R (e.g. MODES="off dead dead@0.1 phoenix@0.01")
+# Modes are interleaved per round (ROUNDS, default 3); medians are printed,
+# with the node's own CPU time per request (from /proc), which stays
+# comparable when other work shares the machine and throughput does not.
+# Usage: scripts/bench-telemetry.sh [path/to/release/abi-node]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN="${1:-${CARGO_TARGET_DIR:-$HOME/.cache/abi-target}/release/abi-node}"
+ROUNDS="${ROUNDS:-3}"
+DUR="${DUR:-10s}"
+command -v wrk >/dev/null || { echo "wrk missing: apt-get install -y wrk"; exit 1; }
+WORK=$(mktemp -d /tmp/abi-bench-tel.XXXXXX)
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+DEFAULT_MODES="off dead dead@0.1"
+if [ -x .venv-phoenix/bin/phoenix ]; then
+    PHX_PORT=$(free_port)
+    PHOENIX_WORKING_DIR="$WORK/phoenix" PHOENIX_PORT=$PHX_PORT PHOENIX_HOST=127.0.0.1 \
+        PHOENIX_GRPC_PORT=$(free_port) .venv-phoenix/bin/phoenix serve >"$WORK/phoenix.log" 2>&1 &
+    PIDS+=($!)
+    for _ in $(seq 1 120); do curl -sf "http://127.0.0.1:$PHX_PORT/healthz" >/dev/null && break; sleep 1; done
+    DEFAULT_MODES="off dead phoenix phoenix@0.1"
+fi
+MODES="${MODES:-$DEFAULT_MODES}"
+DEAD_PORT=$(free_port)
+
+cat >"$WORK/search.lua" <<'LUA'
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = '{"vector":[0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8],"limit":5}'
+LUA
+
+start_node() { # mode[@ratio] -> sets NODE_PID, URL
+    local mode=${1%@*} http; http=127.0.0.1:$(free_port)
+    local extra=()
+    case $mode in
+        dead) extra=(--otlp-endpoint "http://127.0.0.1:$DEAD_PORT/v1/traces") ;;
+        phoenix) extra=(--otlp-endpoint "http://127.0.0.1:$PHX_PORT/v1/traces") ;;
+    esac
+    [[ $1 == *@* ]] && extra+=(--sampling-ratio "${1#*@}")
+    rm -rf "$WORK/data"
+    RUST_LOG=warn "$BIN" run --http "$http" --listen 127.0.0.1:$(free_port) --data-dir "$WORK/data" \
+        --models-dir "$WORK/no-models" "${extra[@]}" >"$WORK/node-$mode.log" 2>&1 &
+    NODE_PID=$!; URL="http://$http"
+    for _ in $(seq 1 100); do curl -sf "$URL/health" >/dev/null && break; sleep 0.2; done
+    curl -sf -XPUT "$URL/collections/bench" -H 'content-type: application/json' \
+        -d '{"vectors":{"size":8,"distance":"Cosine"},"shard_number":2}' >/dev/null
+    python3 - "$URL" <<'PY'
+import json, random, sys, urllib.request
+random.seed(1)
+pts = [{"id": i, "vector": [random.random() for _ in range(8)]} for i in range(1, 1001)]
+req = urllib.request.Request(sys.argv[1] + "/collections/bench/points?wait=true", method="PUT",
+                             data=json.dumps({"points": pts}).encode(), headers={"content-type": "application/json"})
+urllib.request.urlopen(req, timeout=60).read()
+PY
+}
+
+# CPU time (user+system, clock ticks) the node process has used so far.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$NODE_PID/stat"; }
+
+run_wrk() { # url [script] -> "req/s p99_ms cpu_us_per_request"
+    local t0; t0=$(cpu_ticks)
+    local out; out=$(wrk -t2 -c64 -d"$DUR" --latency ${2:+-s "$2"} "$1")
+    local t1; t1=$(cpu_ticks)
+    local rps p99 reqs cpu
+    rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+    reqs=$(awk '/requests in/ {print $1}' <<<"$out")
+    # The node's own CPU per answered request: insensitive to other load on the box.
+    cpu=$(awk -v a="$t0" -v b="$t1" -v n="$reqs" -v hz="$(getconf CLK_TCK)" 'BEGIN {printf "%.2f", (b - a) / hz * 1e6 / n}')
+    p99=$(awk '$1=="99%" {v=$2; if (v ~ /us$/) {sub(/us/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v*=1000}; print v}' <<<"$out")
+    echo "$rps $p99 $cpu"
+}
+
+RESULTS="$WORK/results"
+: >"$RESULTS"
+for round in $(seq 1 "$ROUNDS"); do
+    for mode in $MODES; do
+        start_node "$mode"
+        wrk -t2 -c64 -d2s "$URL/health" >/dev/null   # warm-up
+        read -r h_rps h_p99 h_cpu < <(run_wrk "$URL/health")
+        read -r s_rps s_p99 s_cpu < <(run_wrk "$URL/collections/bench/points/search" "$WORK/search.lua")
+        spans=$(curl -s "$URL/metrics" | awk '/^abi_telemetry_spans_(exported|dropped)_total/ {printf "%s=%s ", $1, $2}')
+        echo "round $round $mode: /health ${h_rps} req/s p99 ${h_p99} ms ${h_cpu} us-cpu/req | search ${s_rps} req/s p99 ${s_p99} ms ${s_cpu} us-cpu/req ${spans}"
+        echo "$mode $h_rps $h_p99 $h_cpu $s_rps $s_p99 $s_cpu" >>"$RESULTS"
+        kill "$NODE_PID"; wait "$NODE_PID" 2>/dev/null || true
+    done
+done
+echo "== medians over $ROUNDS rounds (wrk -t2 -c64 -d$DUR)"
+python3 - "$RESULTS" <<'PY'
+import statistics, sys
+rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
+med = {}
+for mode in dict.fromkeys(r[0] for r in rows):
+    vals = [list(map(float, r[1:])) for r in rows if r[0] == mode]
+    med[mode] = [statistics.median(c) for c in zip(*vals)]
+base = med["off"]
+for mode, m in med.items():
+    print(f"{mode:12s} /health {m[0]:7.0f} req/s ({(m[0]/base[0]-1)*100:+5.1f}%) p99 {m[1]:6.2f} ms"
+          f" cpu {m[2]:5.1f} us/req ({(m[2]/base[2]-1)*100:+5.1f}%)"
+          f" | search {m[3]:6.0f} req/s ({(m[3]/base[3]-1)*100:+5.1f}%) p99 {m[4]:6.2f} ms"
+          f" cpu {m[5]:5.1f} us/req ({(m[5]/base[5]-1)*100:+5.1f}%)")
+PY
