@@ -13,7 +13,10 @@ use crate::types::{Member, MemberId, Raft};
 /// Proposals per log entry at most.
 const MAX_BATCH: usize = 1024;
 /// Entries being written at once; while they are, new proposals gather into the next.
-const MAX_IN_FLIGHT: usize = 4;
+/// One: openraft appends entries one after another anyway, so a second entry in flight
+/// only splits the next batch (measured: 16 writers 2.68k puts/s with 1, 2.56k with 2,
+/// 2.44k with 4).
+const MAX_IN_FLIGHT: usize = 1;
 
 /// Why a batched write failed (shared by every proposal of the batch).
 pub type WriteError = RaftError<MemberId, ClientWriteError<MemberId, Member>>;
