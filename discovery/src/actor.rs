@@ -5,10 +5,12 @@
 use std::sync::Arc;
 
 use abi_protocol::membership::{ListNodes, PATH};
-use abi_runtime::{Call, ChildSpec, Started};
+use abi_runtime::events::EventKind;
+use abi_runtime::{Call, ChildSpec, Node, Started};
 use abi_transport::Transport;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::broadcast;
+use tokio::task::JoinSet;
 use tracing::warn;
 
 use crate::{Cluster, ClusterHandle, Discovery, MemberInfo, MembershipConfig, MembershipEvent};
@@ -41,19 +43,52 @@ impl std::fmt::Debug for MembershipArgs {
 #[derive(Debug)]
 pub struct MembershipActor;
 
+/// The membership actor's state: the running cluster handle and the task that
+/// writes membership changes into the node's event log.
+pub struct MembershipState {
+    handle: Option<ClusterHandle>,
+    log: JoinSet<()>,
+}
+
+/// Copies membership changes into the node's event log (dashboard, `/v1/cluster/events`).
+async fn log_changes(node: Node, mut rx: broadcast::Receiver<MembershipEvent>) {
+    use broadcast::error::RecvError;
+    let path = format!("{}/{PATH}", node.id());
+    loop {
+        let detail = match rx.recv().await {
+            Ok(MembershipEvent::Joined(m)) => {
+                format!("{} joined (incarnation {})", m.id, m.incarnation)
+            }
+            Ok(MembershipEvent::Recovered(id)) => format!("{id} is alive again"),
+            Ok(MembershipEvent::Suspect(id)) => format!("{id} is suspect"),
+            Ok(MembershipEvent::Dead(id)) => format!("{id} is dead"),
+            Ok(MembershipEvent::Left(id)) => format!("{id} left"),
+            Err(RecvError::Lagged(n)) => format!("{n} membership changes not logged (lagged)"),
+            Err(RecvError::Closed) => return,
+        };
+        node.events()
+            .push(path.clone(), EventKind::MembershipChanged, detail);
+    }
+}
+
 impl Actor for MembershipActor {
     type Msg = Call<ListNodes>;
-    type State = Option<ClusterHandle>;
-    type Arguments = MembershipArgs;
+    type State = MembershipState;
+    type Arguments = (MembershipArgs, Node);
 
     async fn pre_start(
         &self,
         _me: ActorRef<Self::Msg>,
-        a: MembershipArgs,
+        (a, node): (MembershipArgs, Node),
     ) -> Result<Self::State, ActorProcessingErr> {
+        let mut log = JoinSet::new();
+        log.spawn(log_changes(node, a.events.subscribe()));
         let handle =
             Cluster::start_with_events(a.transport, a.discovery, a.me, a.timing, a.events).await?;
-        Ok(Some(handle))
+        Ok(MembershipState {
+            handle: Some(handle),
+            log,
+        })
     }
 
     async fn handle(
@@ -62,7 +97,13 @@ impl Actor for MembershipActor {
         call: Call<ListNodes>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        call.reply(state.as_ref().map(ClusterHandle::nodes).unwrap_or_default());
+        call.reply(
+            state
+                .handle
+                .as_ref()
+                .map(ClusterHandle::nodes)
+                .unwrap_or_default(),
+        );
         Ok(())
     }
 
@@ -71,7 +112,8 @@ impl Actor for MembershipActor {
         _me: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        if let Some(h) = state.take()
+        state.log.abort_all();
+        if let Some(h) = state.handle.take()
             && let Err(e) = h.leave().await
         {
             warn!(error = %e, "could not deregister from discovery");
@@ -85,7 +127,7 @@ pub fn child_spec(args: MembershipArgs) -> ChildSpec {
     ChildSpec::worker(PATH, move |ctx| {
         let args = args.clone();
         async move {
-            let r = ctx.spawn(MembershipActor, args).await?;
+            let r = ctx.spawn(MembershipActor, (args, ctx.node.clone())).await?;
             Ok(Started::new(r).serves::<ListNodes>())
         }
     })

@@ -23,6 +23,8 @@ pub enum EventKind {
     StartFailed,
     /// The Raft group's leader changed (as seen by this node's member).
     LeaderChanged,
+    /// A cluster member joined, became suspect or dead, recovered or left.
+    MembershipChanged,
 }
 
 /// One entry of the event log.

@@ -163,6 +163,13 @@ fn static_seeds_cluster_remote_asks_failure_detection_and_rejoin() {
     let dead = dead.expect("n3 marked dead on n1 and n2");
     assert!(dead < Duration::from_secs(5), "took {dead:?}");
     eprintln!("SIGKILL -> dead on both peers: {dead:?}");
+    // The change is in n1's event log (dashboard, /v1/cluster/events).
+    let events = abi_tests::get(&format!("{}/v1/cluster/events", nodes[0].http)).expect("events");
+    let logged = events.json()["events"].as_array().is_some_and(|ev| {
+        ev.iter()
+            .any(|e| e["kind"] == "membership_changed" && e["detail"] == "n3 is dead")
+    });
+    assert!(logged, "membership change logged: {}", events.body);
     let t1 = Instant::now();
     let r = remote_tree(&nodes[0], "n3");
     assert_eq!(r.status, 503, "{}", r.body);
