@@ -102,6 +102,38 @@ pub fn post_json(url: &str, body: &Value) -> Result<Reply, String> {
     finish(agent().post(url).send_json(body))
 }
 
+/// A cluster CA in `root/ca` and a node certificate per id in `root/<id>/tls`, made with
+/// `bin`'s `certs init|issue` subcommands; returns the TLS directories in `ids` order.
+pub fn cluster_certs(bin: &Path, root: &Path, ids: &[String]) -> Vec<PathBuf> {
+    let run = |args: &[&str]| {
+        let out = Command::new(bin).args(args).output().expect("run abi-node");
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ca = root.join("ca");
+    let ca = ca.to_str().expect("utf8 path");
+    run(&["certs", "init", ca]);
+    ids.iter()
+        .map(|id| {
+            let tls = root.join(id).join("tls");
+            run(&[
+                "certs",
+                "issue",
+                "--ca",
+                ca,
+                "--node",
+                id,
+                "--out",
+                tls.to_str().expect("utf8 path"),
+            ]);
+            tls
+        })
+        .collect()
+}
+
 /// PUT a JSON body to `url`.
 pub fn put_json(url: &str, body: &Value) -> Result<Reply, String> {
     finish(agent().put(url).send_json(body))

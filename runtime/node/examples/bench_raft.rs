@@ -136,18 +136,9 @@ struct AbiCluster {
     urls: Vec<String>,
 }
 
-fn run_cli(args: &[&str]) {
-    let ok = Command::new(abi_bin())
-        .args(args)
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(ok, "abi-node {args:?}");
-}
-
 fn abi_cluster(root: &Path) -> AbiCluster {
-    let ca = root.join("ca");
-    run_cli(&["certs", "init", ca.to_str().expect("utf8")]);
+    let ids: Vec<String> = (0..3).map(|i| format!("n{i}")).collect();
+    let tls_dirs = abi_tests::cluster_certs(&abi_bin(), root, &ids);
     let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
     let seeds: Vec<String> = ports
         .iter()
@@ -167,19 +158,8 @@ fn abi_cluster(root: &Path) -> AbiCluster {
     let config = root.join("abi.toml");
     std::fs::write(&config, toml).expect("config");
     let mut opts = Vec::new();
-    for (i, (q, h)) in ports.iter().enumerate() {
+    for (i, ((q, h), tls)) in ports.iter().zip(&tls_dirs).enumerate() {
         let dir = root.join(format!("n{i}"));
-        let tls = dir.join("tls");
-        run_cli(&[
-            "certs",
-            "issue",
-            "--ca",
-            ca.to_str().expect("utf8"),
-            "--node",
-            &format!("n{i}"),
-            "--out",
-            tls.to_str().expect("utf8"),
-        ]);
         let mut o = NodeOptions::fresh(&abi_bin(), &dir);
         o.http = ([127, 0, 0, 1], *h).into();
         o.args = vec![

@@ -13,18 +13,6 @@ fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_abi-node"))
 }
 
-fn cli(args: &[&str]) {
-    let out = Command::new(bin())
-        .args(args)
-        .output()
-        .expect("run abi-node");
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 const TIMING: &str = "[membership]\nheartbeat_ms = 200\nsuspect_ms = 600\ndead_ms = 1500\n";
 
 struct Spec {
@@ -35,29 +23,15 @@ struct Spec {
 }
 
 fn specs(root: &Path, n: usize) -> Vec<Spec> {
-    let ca = root.join("ca");
-    cli(&["certs", "init", ca.to_str().expect("utf8")]);
-    (1..=n)
-        .map(|i| {
-            let id = format!("n{i}");
-            let dir = root.join(&id);
-            let tls = dir.join("tls");
-            cli(&[
-                "certs",
-                "issue",
-                "--ca",
-                ca.to_str().expect("utf8"),
-                "--node",
-                &id,
-                "--out",
-                tls.to_str().expect("utf8"),
-            ]);
-            Spec {
-                id,
-                quic: free_port(),
-                tls,
-                dir,
-            }
+    let ids: Vec<String> = (1..=n).map(|i| format!("n{i}")).collect();
+    let tls = abi_tests::cluster_certs(&bin(), root, &ids);
+    ids.into_iter()
+        .zip(tls)
+        .map(|(id, tls)| Spec {
+            dir: root.join(&id),
+            id,
+            quic: free_port(),
+            tls,
         })
         .collect()
 }

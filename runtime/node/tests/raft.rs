@@ -48,30 +48,17 @@ impl Spec {
 /// Certificates and ports for `n` nodes; the first `voters` are declared in TOML and
 /// form the initial group.
 fn setup(root: &Path, n: usize, voters: usize) -> (Vec<Spec>, PathBuf) {
-    let ca = root.join("ca");
-    cli(&["certs", "init", ca.to_str().expect("utf8")]);
-    let specs: Vec<Spec> = (1..=n)
-        .map(|i| {
-            let id = format!("n{i}");
-            let dir = root.join(&id);
-            let tls = dir.join("tls");
-            cli(&[
-                "certs",
-                "issue",
-                "--ca",
-                ca.to_str().expect("utf8"),
-                "--node",
-                &id,
-                "--out",
-                tls.to_str().expect("utf8"),
-            ]);
-            Spec {
-                id,
-                quic: free_port(),
-                http: free_port(),
-                tls,
-                dir,
-            }
+    let ids: Vec<String> = (1..=n).map(|i| format!("n{i}")).collect();
+    let tls = abi_tests::cluster_certs(&bin(), root, &ids);
+    let specs: Vec<Spec> = ids
+        .into_iter()
+        .zip(tls)
+        .map(|(id, tls)| Spec {
+            dir: root.join(&id),
+            id,
+            quic: free_port(),
+            http: free_port(),
+            tls,
         })
         .collect();
     let seeds: Vec<String> = specs

@@ -184,6 +184,17 @@ fn linearizable(q: &ReadQuery) -> Result<bool, ApiError> {
     }
 }
 
+/// The metadata at the consistency the query asks for.
+async fn read_meta(state: &GatewayState, q: &ReadQuery) -> Result<ClusterMeta, ApiError> {
+    ask(
+        state,
+        ReadMeta {
+            linearizable: linearizable(q)?,
+        },
+    )
+    .await
+}
+
 /// The metadata as JSON (values as UTF-8 text, lossy for binary values).
 #[derive(Serialize)]
 struct MetaJson {
@@ -220,13 +231,7 @@ pub(crate) async fn meta(
     state: web::Data<GatewayState>,
     q: web::Query<ReadQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let m: ClusterMeta = ask(
-        &state,
-        ReadMeta {
-            linearizable: linearizable(&q)?,
-        },
-    )
-    .await?;
+    let m = read_meta(&state, &q).await?;
     Ok(HttpResponse::Ok().json(MetaJson::from(m)))
 }
 
@@ -250,13 +255,7 @@ pub(crate) async fn get_key(
     q: web::Query<ReadQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let key = key.into_inner();
-    let m: ClusterMeta = ask(
-        &state,
-        ReadMeta {
-            linearizable: linearizable(&q)?,
-        },
-    )
-    .await?;
+    let m = read_meta(&state, &q).await?;
     match m.kv.get(&key) {
         Some(v) => Ok(HttpResponse::Ok().json(KeyValue {
             value: String::from_utf8_lossy(v).into_owned(),
