@@ -28,7 +28,7 @@ use crate::metrics::{Outcome, RaftMetrics};
 use crate::network::{LearnAddr, Network};
 use crate::rpc::{AppendRpc, SnapshotRpc, VoteRpc};
 use crate::state_machine::{MetaView, StateMachine};
-use crate::types::{Member, MemberId, Raft, member_id};
+use crate::types::{Member, MemberId, Raft, TypeConfig, member_id};
 
 /// Pause before retrying a forward to a leader that could not be reached.
 const RETRY_PAUSE: Duration = Duration::from_millis(100);
@@ -122,6 +122,8 @@ struct Ctx {
     me: Member,
     view: MetaView,
     learn: LearnAddr,
+    /// The initial voters: where a node outside the group sends what it cannot answer.
+    bootstrap: Vec<Member>,
 }
 
 /// The actor's state.
@@ -177,14 +179,15 @@ impl Actor for RaftActor {
     ) -> Result<Self::State, ActorProcessingErr> {
         std::fs::create_dir_all(&c.dir)?;
         let path = c.dir.join("log.redb");
-        let log = LogStore::open(&path).map_err(|source| StartError::Log {
+        let log = LogStore::<TypeConfig>::open(&path).map_err(|source| StartError::Log {
             path: path.clone(),
             source,
         })?;
         let sm = StateMachine::open(&c.dir).map_err(|e| StartError::Raft(e.to_string()))?;
         let view = sm.view();
         let config = Arc::new(openraft_config(&c)?);
-        let network = Network::new(node.clone(), c.learn.clone());
+        let network =
+            Network::<TypeConfig>::new(node.clone(), c.learn.clone(), abi_protocol::raft::PATH);
         let raft = Raft::new(member_id(&c.me.name), config, network, log, sm)
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
@@ -237,6 +240,7 @@ impl Actor for RaftActor {
                 me: c.me,
                 view,
                 learn: c.learn,
+                bootstrap: c.bootstrap,
             },
             tasks,
         })
@@ -603,7 +607,49 @@ impl Ctx {
         }
     }
 
+    /// Whether this node is outside the group (not a voter or learner yet): it knows
+    /// neither a leader nor the metadata, so it asks a member.
+    fn outsider(&self) -> bool {
+        let m = self.raft.metrics().borrow().membership_config.clone();
+        m.membership().get_node(&member_id(&self.me.name)).is_none()
+    }
+
+    /// Sends `req` to the initial voters in turn until one answers.
+    async fn via_member<R>(&self, req: R, deadline: Instant) -> R::Reply
+    where
+        R: Request<Reply = Result<<R as ForwardReply>::Ok, RaftFailure>> + ForwardReply + Clone,
+    {
+        let mut last = RaftFailure::NoLeader;
+        for m in self.bootstrap.iter().filter(|m| m.name != self.me.name) {
+            let Ok(id) = NodeId::new(m.name.clone()) else {
+                continue;
+            };
+            (self.learn)(&id, &m.addr);
+            let Ok(path) = ActorPath::new(id, 0, abi_protocol::raft::PATH) else {
+                continue;
+            };
+            let ttl = deadline.saturating_duration_since(Instant::now());
+            match self.node.ask(&path, req.clone(), ttl).await {
+                Ok(r) => return r,
+                Err(e) => {
+                    last = RaftFailure::LeaderUnreachable {
+                        leader: m.name.clone(),
+                        reason: e.to_string(),
+                    }
+                }
+            }
+        }
+        Err(last)
+    }
+
     async fn propose(&self, req: Propose, deadline: Instant) -> Result<Applied, RaftFailure> {
+        if self.outsider() && req.forwards < MAX_FORWARDS {
+            let fwd = Propose {
+                forwards: req.forwards + 1,
+                ..req
+            };
+            return self.via_member(fwd, deadline).await;
+        }
         self.until_leader(deadline, || self.propose_once(req.clone(), deadline))
             .await
     }
@@ -648,6 +694,9 @@ impl Ctx {
     }
 
     async fn read(&self, req: ReadMeta, deadline: Instant) -> Result<ClusterMeta, RaftFailure> {
+        if self.outsider() && !self.bootstrap.is_empty() {
+            return self.via_member(req, deadline).await;
+        }
         self.until_leader(deadline, || self.read_once(req.clone(), deadline))
             .await
     }

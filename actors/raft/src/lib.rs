@@ -24,6 +24,8 @@ pub mod state_machine;
 pub mod types;
 
 pub use actor::{RaftActor, RaftConfig, StatusFeed, child_spec};
+pub use log_store::LogStore;
 pub use network::LearnAddr;
+pub use network::Network;
 pub use state_machine::MetaView;
-pub use types::{Member, member_id};
+pub use types::{Group, Member, MemberId, member_id};

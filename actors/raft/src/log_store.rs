@@ -2,6 +2,7 @@
 //! openraft is told it is durable.
 
 use std::fmt::Debug;
+use std::marker::PhantomData;
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
 use std::sync::Arc;
@@ -12,7 +13,7 @@ use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinitio
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::types::{Entry, MemberId, StorageError, TypeConfig};
+use crate::types::{Group, MemberId, StorageError, TypeConfig};
 
 const LOGS: TableDefinition<u64, &[u8]> = TableDefinition::new("logs");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
@@ -21,13 +22,22 @@ const VOTE: &str = "vote";
 const COMMITTED: &str = "committed";
 const LAST_PURGED: &str = "last_purged";
 
-/// The redb-backed log store; cheap to clone (one database handle).
-#[derive(Clone)]
-pub struct LogStore {
+/// The redb-backed log store of one group; cheap to clone (one database handle).
+pub struct LogStore<C = TypeConfig> {
     db: Arc<Database>,
+    _group: PhantomData<fn() -> C>,
 }
 
-impl Debug for LogStore {
+impl<C> Clone for LogStore<C> {
+    fn clone(&self) -> Self {
+        Self {
+            db: self.db.clone(),
+            _group: PhantomData,
+        }
+    }
+}
+
+impl<C> Debug for LogStore<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LogStore").finish_non_exhaustive()
     }
@@ -45,7 +55,7 @@ fn codec_err(e: postcard::Error) -> StorageError {
     StorageIOError::read_logs(&e).into()
 }
 
-impl LogStore {
+impl<C> LogStore<C> {
     /// Opens (or creates) the log database at `path`.
     pub fn open(path: &Path) -> Result<Self, redb::Error> {
         let db = Database::create(path)?;
@@ -53,7 +63,10 @@ impl LogStore {
         tx.open_table(LOGS)?;
         tx.open_table(META)?;
         tx.commit()?;
-        Ok(Self { db: Arc::new(db) })
+        Ok(Self {
+            db: Arc::new(db),
+            _group: PhantomData,
+        })
     }
 
     /// Runs blocking redb work off the async workers (fsyncs take milliseconds).
@@ -108,11 +121,11 @@ fn bounds<RB: RangeBounds<u64>>(range: &RB) -> (u64, Option<u64>) {
     (start, end)
 }
 
-impl RaftLogReader<TypeConfig> for LogStore {
+impl<C: Group> RaftLogReader<C> for LogStore<C> {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
         &mut self,
         range: RB,
-    ) -> Result<Vec<Entry>, StorageError> {
+    ) -> Result<Vec<C::Entry>, StorageError> {
         let (start, end) = bounds(&range);
         self.blocking(move |db| {
             let tx = db.begin_read().map_err(read_err)?;
@@ -126,7 +139,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
             let mut out = Vec::new();
             for row in iter {
                 let (_, v) = row.map_err(read_err)?;
-                out.push(postcard::from_bytes::<Entry>(v.value()).map_err(codec_err)?);
+                out.push(postcard::from_bytes::<C::Entry>(v.value()).map_err(codec_err)?);
             }
             Ok(out)
         })
@@ -134,17 +147,17 @@ impl RaftLogReader<TypeConfig> for LogStore {
     }
 }
 
-impl RaftLogStorage<TypeConfig> for LogStore {
+impl<C: Group> RaftLogStorage<C> for LogStore<C> {
     type LogReader = Self;
 
-    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
+    async fn get_log_state(&mut self) -> Result<LogState<C>, StorageError> {
         self.blocking(|db| {
             let last_purged: Option<LogId<MemberId>> = Self::get_meta(db, LAST_PURGED)?;
             let tx = db.begin_read().map_err(read_err)?;
             let t = tx.open_table(LOGS).map_err(read_err)?;
             let last = match t.last().map_err(read_err)? {
                 Some((_, v)) => Some(
-                    postcard::from_bytes::<Entry>(v.value())
+                    postcard::from_bytes::<C::Entry>(v.value())
                         .map_err(codec_err)?
                         .log_id,
                 ),
@@ -187,13 +200,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .await
     }
 
-    async fn append<I>(
-        &mut self,
-        entries: I,
-        callback: LogFlushed<TypeConfig>,
-    ) -> Result<(), StorageError>
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<C>) -> Result<(), StorageError>
     where
-        I: IntoIterator<Item = Entry> + OptionalSend,
+        I: IntoIterator<Item = C::Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
         let rows = entries

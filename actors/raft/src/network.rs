@@ -1,5 +1,7 @@
-//! openraft's network over abi: each RPC is an `ask` to the target member's `raft` actor.
+//! openraft's network over abi: each RPC is an `ask` to the target member's group actor
+//! (`raft` for the metadata group, the shard's actor for a replicated vector shard).
 
+use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,30 +15,49 @@ use openraft::raft::{
 };
 
 use crate::rpc::{AppendRpc, SnapshotRpc, VoteRpc};
-use crate::types::{Member, MemberId, TypeConfig};
+use crate::types::{Group, Member, MemberId};
 
 /// Tells the transport where a member listens (members added at run time may not have
 /// been discovered yet).
 pub type LearnAddr = Arc<dyn Fn(&NodeId, &str) + Send + Sync>;
 
 /// Creates one [`Peer`] per target member.
-#[derive(Clone)]
-pub struct Network {
+pub struct Network<C> {
     node: Node,
     learn: LearnAddr,
+    actor: String,
+    _group: PhantomData<fn() -> C>,
 }
 
-impl Network {
-    /// A network sending through `node`'s remote seam.
-    pub fn new(node: Node, learn: LearnAddr) -> Self {
-        Self { node, learn }
+impl<C> Clone for Network<C> {
+    fn clone(&self) -> Self {
+        Self {
+            node: self.node.clone(),
+            learn: self.learn.clone(),
+            actor: self.actor.clone(),
+            _group: PhantomData,
+        }
+    }
+}
+
+impl<C: Group> Network<C> {
+    /// A network sending through `node`'s remote seam to the actor named `actor` on
+    /// each member (the same name on every member of the group).
+    pub fn new(node: Node, learn: LearnAddr, actor: impl Into<String>) -> Self {
+        Self {
+            node,
+            learn,
+            actor: actor.into(),
+            _group: PhantomData,
+        }
     }
 }
 
 /// The connection to one member.
-pub struct Peer {
+pub struct Peer<C> {
     node: Node,
     path: Result<ActorPath, String>,
+    _group: PhantomData<fn() -> C>,
 }
 
 type RpcErr<E = openraft::error::Infallible> = RPCError<MemberId, Member, RaftError<MemberId, E>>;
@@ -56,7 +77,7 @@ fn ask_err<E: std::error::Error>(e: AskError) -> RPCError<MemberId, Member, E> {
     }
 }
 
-impl Peer {
+impl<C> Peer<C> {
     async fn call<R: abi_protocol::Request<Reply = Result<T, String>>, T, E: std::error::Error>(
         &self,
         req: R,
@@ -74,38 +95,39 @@ impl Peer {
     }
 }
 
-impl RaftNetworkFactory<TypeConfig> for Network {
-    type Network = Peer;
+impl<C: Group> RaftNetworkFactory<C> for Network<C> {
+    type Network = Peer<C>;
 
-    async fn new_client(&mut self, _target: MemberId, member: &Member) -> Peer {
+    async fn new_client(&mut self, _target: MemberId, member: &Member) -> Peer<C> {
         let path = NodeId::new(member.name.clone())
             .and_then(|id| {
                 (self.learn)(&id, &member.addr);
-                ActorPath::new(id, 0, abi_protocol::raft::PATH)
+                ActorPath::new(id, 0, &self.actor)
             })
             .map_err(|e| e.to_string());
         Peer {
             node: self.node.clone(),
             path,
+            _group: PhantomData,
         }
     }
 }
 
-impl RaftNetwork<TypeConfig> for Peer {
+impl<C: Group> RaftNetwork<C> for Peer<C> {
     async fn append_entries(
         &mut self,
-        rpc: AppendEntriesRequest<TypeConfig>,
+        rpc: AppendEntriesRequest<C>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<MemberId>, RpcErr> {
-        self.call(AppendRpc(rpc), option.hard_ttl()).await
+        self.call(AppendRpc::<C>(rpc), option.hard_ttl()).await
     }
 
     async fn install_snapshot(
         &mut self,
-        rpc: InstallSnapshotRequest<TypeConfig>,
+        rpc: InstallSnapshotRequest<C>,
         option: RPCOption,
     ) -> Result<InstallSnapshotResponse<MemberId>, RpcErr<InstallSnapshotError>> {
-        self.call(SnapshotRpc(rpc), option.hard_ttl()).await
+        self.call(SnapshotRpc::<C>(rpc), option.hard_ttl()).await
     }
 
     async fn vote(
@@ -113,6 +135,6 @@ impl RaftNetwork<TypeConfig> for Peer {
         rpc: VoteRequest<MemberId>,
         option: RPCOption,
     ) -> Result<VoteResponse<MemberId>, RpcErr> {
-        self.call(VoteRpc(rpc), option.hard_ttl()).await
+        self.call(VoteRpc::<C>::new(rpc), option.hard_ttl()).await
     }
 }

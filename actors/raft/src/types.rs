@@ -34,6 +34,32 @@ openraft::declare_raft_types!(
         SnapshotData = Cursor<Vec<u8>>,
 );
 
+/// A Raft group type configuration this crate's [`LogStore`](crate::log_store::LogStore)
+/// and [`Network`](crate::network::Network) serve: members are abi nodes, entries are
+/// openraft's, snapshots are byte buffers. Each kind of group names its RPCs distinctly,
+/// so one node can host many groups (the metadata group, one per replicated shard).
+pub trait Group:
+    openraft::RaftTypeConfig<
+        NodeId = MemberId,
+        Node = Member,
+        Entry = openraft::Entry<Self>,
+        SnapshotData = Cursor<Vec<u8>>,
+    >
+{
+    /// Wire name of AppendEntries.
+    const APPEND: &'static str;
+    /// Wire name of RequestVote.
+    const VOTE: &'static str;
+    /// Wire name of InstallSnapshot.
+    const SNAPSHOT: &'static str;
+}
+
+impl Group for TypeConfig {
+    const APPEND: &'static str = "raft.rpc.append";
+    const VOTE: &'static str = "raft.rpc.vote";
+    const SNAPSHOT: &'static str = "raft.rpc.snapshot";
+}
+
 /// Raft member id.
 pub type MemberId = u64;
 /// A log entry of the group.

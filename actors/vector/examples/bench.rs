@@ -122,6 +122,7 @@ fn engine(data: &Glove, shards: u32, efs: &[usize]) -> Vec<Point> {
         distance: Distance::Cosine,
         shards,
         replication: 1,
+        write_consistency: 0,
         hnsw: HnswParams {
             m: 16,
             ef_construct: 200,

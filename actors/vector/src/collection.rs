@@ -320,6 +320,7 @@ mod tests {
             distance: Metric::Euclid,
             shards: 3,
             replication: 1,
+            write_consistency: 0,
             hnsw: HnswParams::default(),
             fsync: FsyncPolicy::Never,
             embed_with: None,

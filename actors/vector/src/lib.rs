@@ -18,12 +18,16 @@ pub mod glove;
 pub mod index;
 pub mod manager;
 pub mod metrics;
+pub mod replica;
+pub mod replication;
+pub mod routing;
 pub mod shard;
 pub mod shard_actor;
 pub mod topology;
 pub mod wal;
 
-pub use manager::{MANAGER_PATH, child_spec};
+pub use manager::{MANAGER_PATH, child_spec, child_spec_with};
+pub use replication::ReplicationArgs;
 pub use topology::child_spec_from_topology;
 
 #[cfg(test)]

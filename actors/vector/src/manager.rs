@@ -19,9 +19,7 @@ use abi_protocol::vector::{
     GetCollection, GetPoints, ListCollections, MANAGER_NAME, ScrollPage, Search, SearchResult,
     Snapshot, Upsert, VectorError, WriteAck,
 };
-use abi_runtime::{
-    AskError, Call, ChildSpec, Node, ReplyTo, Request, Started, Strategy, SupervisorSpec,
-};
+use abi_runtime::{Call, ChildSpec, Node, ReplyTo, Request, Started, Strategy, SupervisorSpec};
 use futures::future::join_all;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::task::JoinSet;
@@ -33,10 +31,17 @@ use crate::collection::{
 };
 use crate::filter;
 use crate::metrics::{ShardMetrics, VectorMetrics};
+use crate::replication::{ReplicationArgs, ReplicationState, wait_leaders};
+use crate::routing::{Replicas, Route};
 use crate::shard_actor::{ShardActor, ShardArgs};
+use std::sync::Arc;
 
 /// How long the manager waits for its parent supervisor to be registered at start.
 const BOOTSTRAP_TRIES: u32 = 500;
+/// How often replicated collections are reconciled with the cluster metadata.
+const RECONCILE_EVERY: Duration = Duration::from_millis(500);
+/// How long creating a replicated collection waits for its shard groups' leaders.
+const CREATE_WAIT: Duration = Duration::from_secs(15);
 
 /// Messages of the manager.
 pub enum ManagerMsg {
@@ -66,6 +71,8 @@ pub enum ManagerMsg {
     Health(Call<Check>),
     /// Start the collections found on disk (retried until the parent supervisor is known).
     Bootstrap(u32),
+    /// Bring replicated collections in line with the cluster metadata (timer).
+    Reconcile,
 }
 
 macro_rules! from_call {
@@ -97,13 +104,20 @@ pub struct ManagerArgs {
     pub root: PathBuf,
     /// Collections declared in the topology (created when missing on disk).
     pub declared: Vec<CollectionConfig>,
+    /// Replicated collections' settings; `None` on a node without the `[raft]` group.
+    pub replication: Option<ReplicationArgs>,
 }
 
 /// Manager state.
 pub struct ManagerState {
-    args: ManagerArgs,
-    collections: HashMap<String, CollectionConfig>,
+    pub(crate) args: ManagerArgs,
+    /// Every collection this node serves (local ones and replicated ones).
+    pub(crate) collections: HashMap<String, CollectionConfig>,
+    /// Replicated collections' placement.
+    pub(crate) replicated: HashMap<String, Arc<Replicas>>,
+    pub(crate) replication: ReplicationState,
     tasks: JoinSet<()>,
+    reconcile_timer: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// The child spec of one collection: a supervisor of its shard actors.
@@ -141,13 +155,6 @@ pub fn collection_spec(root: &std::path::Path, cfg: &CollectionConfig) -> ChildS
     ChildSpec::supervisor(cfg.name.clone(), sup)
 }
 
-fn ask_err(e: AskError) -> VectorError {
-    match e {
-        AskError::Timeout { .. } => VectorError::Timeout(e.to_string()),
-        other => VectorError::Unavailable(other.to_string()),
-    }
-}
-
 fn shard_path(node: &Node, collection: &str, i: u32) -> Result<ActorPath, VectorError> {
     node.path(&format!(
         "{}/{collection}/shard-{i}",
@@ -162,38 +169,24 @@ fn remaining(deadline: Instant) -> Duration {
         .max(Duration::from_millis(1))
 }
 
-/// Asks shard `i`, folding transport errors into the reply's error.
-async fn ask_shard<R, T>(
-    node: &Node,
-    collection: &str,
-    i: u32,
-    req: R,
-    timeout: Duration,
-) -> Result<T, VectorError>
-where
-    R: Request<Reply = Result<T, VectorError>>,
-{
-    let path = shard_path(node, collection, i)?;
-    node.ask(&path, req, timeout).await.map_err(ask_err)?
-}
-
 /// Sends one write per non-empty shard batch, concurrently, and acknowledges
-/// with the highest WAL sequence once every shard has made its part durable.
+/// with the highest sequence once every shard has made its part durable.
 async fn write_to_shards<T, R>(
     node: &Node,
+    route: &Route,
     collection: &str,
     by_shard: Vec<Vec<T>>,
     make: impl Fn(Vec<T>) -> R,
     deadline: Instant,
 ) -> Result<WriteAck, VectorError>
 where
-    R: Request<Reply = Result<WriteAck, VectorError>>,
+    R: Request<Reply = Result<WriteAck, VectorError>> + Clone,
 {
     let asks = by_shard
         .into_iter()
         .enumerate()
         .filter(|(_, batch)| !batch.is_empty())
-        .map(|(i, batch)| ask_shard(node, collection, i as u32, make(batch), remaining(deadline)));
+        .map(|(i, batch)| route.write(node, collection, i as u32, make(batch), deadline));
     let mut seq = 0;
     for r in join_all(asks).await {
         seq = seq.max(r?.seq);
@@ -202,11 +195,18 @@ where
 }
 
 impl ManagerState {
-    fn config(&self, name: &str) -> Result<CollectionConfig, VectorError> {
-        self.collections
+    /// A collection's definition and how its shards are reached.
+    fn target(&self, name: &str) -> Result<(CollectionConfig, Route), VectorError> {
+        let cfg = self
+            .collections
             .get(name)
             .cloned()
-            .ok_or_else(|| VectorError::NotFound(name.to_string()))
+            .ok_or_else(|| VectorError::NotFound(name.to_string()))?;
+        let route = match self.replicated.get(name) {
+            Some(r) => Route::Replicated(r.clone()),
+            None => Route::Local,
+        };
+        Ok((cfg, route))
     }
 
     /// Runs `fut` in a tracked task and sends its output to `reply`.
@@ -240,6 +240,7 @@ impl ManagerState {
 
     async fn count(
         node: Node,
+        route: Route,
         cfg: CollectionConfig,
         q: Count,
         deadline: Instant,
@@ -248,7 +249,7 @@ impl ManagerState {
             filter::validate(f).map_err(VectorError::BadRequest)?;
         }
         let asks = (0..cfg.shards).map(|i| {
-            ask_shard(
+            route.read(
                 &node,
                 &cfg.name,
                 i,
@@ -268,6 +269,7 @@ impl ManagerState {
 
 async fn search(
     node: Node,
+    route: Route,
     cfg: CollectionConfig,
     req: Search,
 ) -> Result<SearchResult, VectorError> {
@@ -279,7 +281,7 @@ async fn search(
     }
     let timeout = Duration::from_millis(req.timeout_ms.max(1) as u64);
     let asks = (0..cfg.shards).map(|i| {
-        ask_shard(
+        route.read(
             &node,
             &cfg.name,
             i,
@@ -328,13 +330,14 @@ async fn search(
 
 async fn scroll(
     node: Node,
+    route: Route,
     cfg: CollectionConfig,
     req: abi_protocol::vector::Scroll,
     deadline: Instant,
 ) -> Result<ScrollPage, VectorError> {
     let limit = req.limit.max(1) as usize;
     let asks = (0..cfg.shards).map(|i| {
-        ask_shard(
+        route.read(
             &node,
             &cfg.name,
             i,
@@ -399,16 +402,23 @@ impl Actor for Manager {
         Ok(ManagerState {
             args,
             collections,
+            replicated: HashMap::new(),
+            replication: ReplicationState::default(),
             tasks: JoinSet::new(),
+            reconcile_timer: None,
         })
     }
 
     async fn post_start(
         &self,
         myself: ActorRef<ManagerMsg>,
-        _st: &mut ManagerState,
+        st: &mut ManagerState,
     ) -> Result<(), ActorProcessingErr> {
         myself.send_message(ManagerMsg::Bootstrap(0))?;
+        if st.args.replication.is_some() {
+            st.reconcile_timer =
+                Some(myself.send_interval(RECONCILE_EVERY, || ManagerMsg::Reconcile));
+        }
         Ok(())
     }
 
@@ -438,6 +448,43 @@ impl Actor for Manager {
                         tracing::error!(collection = %cfg.name, error = %e, "collection failed to start");
                     }
                 }
+            }
+            ManagerMsg::Reconcile => {
+                if node.supervisor(&st.args.parent).is_some() {
+                    st.reconcile().await;
+                }
+            }
+            ManagerMsg::Create(call) if call.request().config.replication > 1 => {
+                let (req, reply) = call.into_parts();
+                let cfg = req.config;
+                let placed = async {
+                    validate_config(&cfg)?;
+                    if cfg.name == MANAGER_NAME {
+                        return Err(VectorError::BadRequest(format!(
+                            "{MANAGER_NAME:?} is a reserved name"
+                        )));
+                    }
+                    if st.collections.contains_key(&cfg.name) {
+                        return Err(VectorError::AlreadyExists(cfg.name.clone()));
+                    }
+                    st.create_replicated(&cfg).await
+                }
+                .await;
+                match placed {
+                    Err(e) => reply.send(Err(e)),
+                    Ok(placement) => st.answer(reply, async move {
+                        let deadline = Instant::now() + CREATE_WAIT;
+                        wait_leaders(&node, &cfg.name, &placement, deadline).await?;
+                        Ok(CollectionInfo {
+                            config: cfg,
+                            points: 0,
+                        })
+                    }),
+                }
+            }
+            ManagerMsg::Drop(call) if st.replicated.contains_key(&call.request().name) => {
+                let (req, reply) = call.into_parts();
+                reply.send(st.drop_replicated(&req.name).await);
             }
             ManagerMsg::Create(call) => {
                 let (req, reply) = call.into_parts();
@@ -503,14 +550,15 @@ impl Actor for Manager {
             ManagerMsg::Get(call) => {
                 let deadline = call.deadline();
                 let (req, reply) = call.into_parts();
-                match st.config(&req.name) {
+                match st.target(&req.name) {
                     Err(e) => reply.send(Err(e)),
-                    Ok(cfg) => st.answer(reply, async move {
+                    Ok((cfg, route)) => st.answer(reply, async move {
                         let q = Count {
                             collection: cfg.name.clone(),
                             filter: None,
                         };
-                        let points = ManagerState::count(node, cfg.clone(), q, deadline).await?;
+                        let points =
+                            ManagerState::count(node, route, cfg.clone(), q, deadline).await?;
                         Ok(CollectionInfo {
                             config: cfg,
                             points,
@@ -521,35 +569,35 @@ impl Actor for Manager {
             ManagerMsg::Upsert(call) => {
                 let deadline = call.deadline();
                 let (req, reply) = call.into_parts();
-                let routed = st
-                    .config(&req.collection)
-                    .and_then(|cfg| route_points(&cfg, req.points).map(|r| (cfg, r)));
+                let routed = st.target(&req.collection).and_then(|(cfg, route)| {
+                    route_points(&cfg, req.points).map(|r| (cfg, route, r))
+                });
                 match routed {
                     Err(e) => reply.send(Err(e)),
-                    Ok((cfg, by_shard)) => st.answer(reply, async move {
+                    Ok((cfg, route, by_shard)) => st.answer(reply, async move {
                         let upsert = |points| ShardUpsert { points };
-                        write_to_shards(&node, &cfg.name, by_shard, upsert, deadline).await
+                        write_to_shards(&node, &route, &cfg.name, by_shard, upsert, deadline).await
                     }),
                 }
             }
             ManagerMsg::Delete(call) => {
                 let deadline = call.deadline();
                 let (req, reply) = call.into_parts();
-                match st.config(&req.collection) {
+                match st.target(&req.collection) {
                     Err(e) => reply.send(Err(e)),
-                    Ok(cfg) => st.answer(reply, async move {
+                    Ok((cfg, route)) => st.answer(reply, async move {
                         let by_shard = route_ids(req.ids, cfg.shards);
                         let delete = |ids| ShardDelete { ids };
-                        write_to_shards(&node, &cfg.name, by_shard, delete, deadline).await
+                        write_to_shards(&node, &route, &cfg.name, by_shard, delete, deadline).await
                     }),
                 }
             }
             ManagerMsg::Retrieve(call) => {
                 let deadline = call.deadline();
                 let (req, reply) = call.into_parts();
-                match st.config(&req.collection) {
+                match st.target(&req.collection) {
                     Err(e) => reply.send(Err(e)),
-                    Ok(cfg) => st.answer(reply, async move {
+                    Ok((cfg, route)) => st.answer(reply, async move {
                         let order = req.ids.clone();
                         let by_shard = route_ids(req.ids, cfg.shards);
                         let asks = by_shard
@@ -557,7 +605,7 @@ impl Actor for Manager {
                             .enumerate()
                             .filter(|(_, p)| !p.is_empty())
                             .map(|(i, ids)| {
-                                ask_shard(
+                                route.read(
                                     &node,
                                     &cfg.name,
                                     i as u32,
@@ -581,35 +629,37 @@ impl Actor for Manager {
             }
             ManagerMsg::Search(call) => {
                 let (req, reply) = call.into_parts();
-                match st.config(&req.collection) {
+                match st.target(&req.collection) {
                     Err(e) => reply.send(Err(e)),
-                    Ok(cfg) => st.answer(reply, search(node, cfg, req)),
+                    Ok((cfg, route)) => st.answer(reply, search(node, route, cfg, req)),
                 }
             }
             ManagerMsg::Count(call) => {
                 let deadline = call.deadline();
                 let (req, reply) = call.into_parts();
-                match st.config(&req.collection) {
+                match st.target(&req.collection) {
                     Err(e) => reply.send(Err(e)),
-                    Ok(cfg) => st.answer(reply, ManagerState::count(node, cfg, req, deadline)),
+                    Ok((cfg, route)) => {
+                        st.answer(reply, ManagerState::count(node, route, cfg, req, deadline))
+                    }
                 }
             }
             ManagerMsg::Scroll(call) => {
                 let deadline = call.deadline();
                 let (req, reply) = call.into_parts();
-                match st.config(&req.collection) {
+                match st.target(&req.collection) {
                     Err(e) => reply.send(Err(e)),
-                    Ok(cfg) => st.answer(reply, scroll(node, cfg, req, deadline)),
+                    Ok((cfg, route)) => st.answer(reply, scroll(node, route, cfg, req, deadline)),
                 }
             }
             ManagerMsg::Snapshot(call) => {
                 let deadline = call.deadline();
                 let (req, reply) = call.into_parts();
-                match st.config(&req.collection) {
+                match st.target(&req.collection) {
                     Err(e) => reply.send(Err(e)),
-                    Ok(cfg) => st.answer(reply, async move {
+                    Ok((cfg, route)) => st.answer(reply, async move {
                         let asks = (0..cfg.shards).map(|i| {
-                            ask_shard(&node, &cfg.name, i, ShardSnapshot, remaining(deadline))
+                            route.read(&node, &cfg.name, i, ShardSnapshot, remaining(deadline))
                         });
                         let mut seq = 0;
                         for r in join_all(asks).await {
@@ -622,12 +672,29 @@ impl Actor for Manager {
             ManagerMsg::Health(call) => {
                 let deadline = call.deadline();
                 let (_, reply) = call.into_parts();
-                let cfgs: Vec<CollectionConfig> = st.collections.values().cloned().collect();
+                // This node's shards: all of a local collection, the placed replicas of a
+                // replicated one.
+                let me = node.id().to_string();
+                let local: Vec<(String, Vec<u32>)> = st
+                    .collections
+                    .values()
+                    .map(|c| match st.replicated.get(&c.name) {
+                        None => (c.name.clone(), (0..c.shards).collect()),
+                        Some(r) => (
+                            c.name.clone(),
+                            r.placement
+                                .iter()
+                                .filter(|(_, ns)| ns.contains(&me))
+                                .map(|(i, _)| *i)
+                                .collect(),
+                        ),
+                    })
+                    .collect();
                 st.answer(reply, async move {
                     let mut shards = 0;
-                    for cfg in cfgs {
-                        for i in 0..cfg.shards {
-                            let path = match shard_path(&node, &cfg.name, i) {
+                    for (name, list) in local {
+                        for i in list {
+                            let path = match shard_path(&node, &name, i) {
                                 Ok(p) => p,
                                 Err(e) => {
                                     return Report {
@@ -668,6 +735,9 @@ impl Actor for Manager {
         _myself: ActorRef<ManagerMsg>,
         st: &mut ManagerState,
     ) -> Result<(), ActorProcessingErr> {
+        if let Some(t) = st.reconcile_timer.take() {
+            t.abort();
+        }
         st.tasks.abort_all();
         while st.tasks.join_next().await.is_some() {}
         Ok(())
@@ -680,6 +750,15 @@ impl Actor for Manager {
 /// `data_dir` is the node's data directory (collections live in `<data_dir>/vector/<name>`);
 /// `declared` are the `[[collection]]` entries of the topology.
 pub fn child_spec(data_dir: &std::path::Path, declared: Vec<CollectionConfig>) -> ChildSpec {
+    child_spec_with(data_dir, declared, None)
+}
+
+/// [`child_spec`] on a node that runs the `[raft]` group: replicated collections too.
+pub fn child_spec_with(
+    data_dir: &std::path::Path,
+    declared: Vec<CollectionConfig>,
+    replication: Option<ReplicationArgs>,
+) -> ChildSpec {
     let root = data_dir.join(abi_protocol::paths::VECTOR);
     let spec = SupervisorSpec::new(Strategy::OneForOne).child(ChildSpec::worker(
         MANAGER_NAME,
@@ -697,6 +776,7 @@ pub fn child_spec(data_dir: &std::path::Path, declared: Vec<CollectionConfig>) -
                     parent,
                     root,
                     declared,
+                    replication,
                 };
                 let r = ctx.spawn(Manager, args).await?;
                 Ok(Started::new(r)

@@ -84,8 +84,30 @@ pub struct ShardState {
     metrics: ShardMetrics,
 }
 
-fn join_err(e: tokio::task::JoinError) -> VectorError {
+pub(crate) fn join_err(e: tokio::task::JoinError) -> VectorError {
     VectorError::Unavailable(format!("shard task failed: {e}"))
+}
+
+/// Runs `f` on a blocking thread in a task tracked by `tasks` and hands its result to
+/// `reply` (shared with the replica actor).
+pub(crate) fn spawn_read<T: Send + 'static>(
+    tasks: &mut JoinSet<()>,
+    shard: &Arc<Shard>,
+    f: impl FnOnce(&Shard) -> Result<T, VectorError> + Send + 'static,
+    reply: impl FnOnce(Result<T, VectorError>) + Send + 'static,
+) {
+    let shard = Arc::clone(shard);
+    // The handler's span stays open until the read is answered.
+    tasks.spawn(
+        async move {
+            let r = tokio::task::spawn_blocking(move || f(&shard))
+                .await
+                .map_err(join_err)
+                .and_then(|r| r);
+            reply(r);
+        }
+        .in_current_span(),
+    );
 }
 
 impl ShardState {
@@ -95,18 +117,7 @@ impl ShardState {
         f: impl FnOnce(&Shard) -> Result<T, VectorError> + Send + 'static,
         reply: impl FnOnce(Result<T, VectorError>) + Send + 'static,
     ) {
-        let shard = Arc::clone(&self.shard);
-        // The handler's span stays open until the read is answered.
-        self.tasks.spawn(
-            async move {
-                let r = tokio::task::spawn_blocking(move || f(&shard))
-                    .await
-                    .map_err(join_err)
-                    .and_then(|r| r);
-                reply(r);
-            }
-            .in_current_span(),
-        );
+        spawn_read(&mut self.tasks, &self.shard, f, reply);
     }
 
     /// Starts a compaction when tombstones call for one (at most one at a time).

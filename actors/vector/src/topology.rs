@@ -17,6 +17,7 @@ pub fn collection_config(c: &Collection) -> CollectionConfig {
         },
         shards: clamp(c.shards),
         replication: clamp(c.replication),
+        write_consistency: 0,
         hnsw: HnswParams {
             m: u16::try_from(c.m).unwrap_or(u16::MAX),
             ef_construct: clamp(c.ef_construct),

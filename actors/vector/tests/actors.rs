@@ -20,6 +20,7 @@ fn config(name: &str, shards: u32) -> CollectionConfig {
         distance: Distance::Cosine,
         shards,
         replication: 1,
+        write_consistency: 0,
         hnsw: HnswParams::default(),
         fsync: FsyncPolicy::GroupCommitMs(2),
         embed_with: None,

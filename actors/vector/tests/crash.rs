@@ -22,6 +22,7 @@ fn config() -> CollectionConfig {
         distance: Distance::Euclid,
         shards: 3,
         replication: 1,
+        write_consistency: 0,
         hnsw: HnswParams {
             m: 12,
             ef_construct: 64,

@@ -54,6 +54,7 @@ async fn glove_recall_at_10_reaches_095_with_4_shards() {
         distance: Distance::Cosine,
         shards: 4,
         replication: 1,
+        write_consistency: 0,
         hnsw: HnswParams {
             m: 16,
             ef_construct: 200,

@@ -198,7 +198,20 @@ fn children(
         .filter(|c| c.placement.matches(&r.me))
         .map(abi_vector::topology::collection_config)
         .collect();
-    spec = spec.child(abi_vector::child_spec(&r.me.data_dir, collections));
+    // Replicated collections ride on the metadata group: its timing drives the shard groups.
+    let replication = t.raft.as_ref().map(|raft| abi_vector::ReplicationArgs {
+        timing: abi_vector::replica::actor::GroupTiming {
+            election_ms: raft.election_timeout_ms,
+            heartbeat_ms: raft.heartbeat_ms,
+            snapshot_every: raft.snapshot_every,
+        },
+        replace_after: Duration::from_millis(raft.replace_dead_after_ms),
+    });
+    spec = spec.child(abi_vector::child_spec_with(
+        &r.me.data_dir,
+        collections,
+        replication,
+    ));
     let pools = t
         .inference
         .iter()

@@ -1,6 +1,7 @@
 //! The cluster metadata Raft group with real `abi-node` processes on loopback (QUIC with
 //! mutual TLS): concurrent writers while the leader is SIGKILLed and restarted, then a
-//! checker; and a membership change (learner, promotion, removal) under load.
+//! checker; a membership change (learner, promotion, removal) under load; and replicated
+//! vector shards through a leader kill, re-placement and the killed node's return.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -84,7 +85,8 @@ fn setup(root: &Path, n: usize, voters: usize) -> (Vec<Spec>, PathBuf) {
         .map(|s| format!("\"{}\"", s.id))
         .collect();
     toml += &format!(
-        "[raft]\nvoters = [{}]\nelection_timeout_ms = 300\nheartbeat_ms = 100\nsnapshot_every = 100\n",
+        "[raft]\nvoters = [{}]\nelection_timeout_ms = 300\nheartbeat_ms = 100\nsnapshot_every = 100\n\
+         replace_dead_after_ms = 4000\n",
         names.join(", ")
     );
     let config = root.join("abi.toml");
@@ -499,4 +501,319 @@ fn any_gateway_serves_any_model() {
     )
     .expect("http");
     assert_eq!(r.status, 404, "{}", r.body);
+}
+
+/// A point's vector: 8 pseudo-random components derived from its id (distinct points,
+/// distinct directions).
+fn vector_of(id: u64) -> Vec<f32> {
+    let mut x = id.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..8)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % 2000) as f32 / 1000.0 - 1.0
+        })
+        .collect()
+}
+
+/// What the vector writers got acknowledged.
+#[derive(Default)]
+struct AckedPoints {
+    upserts: BTreeSet<u64>,
+    deletes: BTreeSet<u64>,
+    uncertain: BTreeSet<u64>,
+    /// (writer, acknowledged at) of every acknowledged write.
+    times: Vec<(u64, Instant)>,
+    failures: usize,
+}
+
+impl AckedPoints {
+    /// The longest any writer waited between two acknowledgements ending after `t`:
+    /// how long writes stalled around an event at `t`.
+    fn stall_after(&self, t: Instant) -> Duration {
+        let mut last: std::collections::HashMap<u64, Instant> = Default::default();
+        let mut worst = Duration::ZERO;
+        for (w, at) in &self.times {
+            if let Some(prev) = last.insert(*w, *at)
+                && *at > t
+            {
+                worst = worst.max(*at - prev.max(t));
+            }
+        }
+        worst
+    }
+}
+
+/// A vector writer through the Qdrant API: unique ids, every fourth operation deletes one
+/// of its own acknowledged points; tries the nodes in turn.
+fn point_writer(
+    w: u64,
+    urls: Arc<Vec<String>>,
+    stop: Arc<AtomicBool>,
+    acked: Arc<Mutex<AckedPoints>>,
+) {
+    let mut mine: Vec<u64> = Vec::new();
+    let mut i = 0u64;
+    let mut target = w as usize;
+    while !stop.load(Ordering::Relaxed) {
+        let url = &urls[target % urls.len()];
+        let (res, id, delete) = if i % 4 == 3 && !mine.is_empty() {
+            let id = mine.remove(0);
+            let r = abi_tests::post_json(
+                &format!("{url}/collections/rv/points/delete?wait=true"),
+                &json!({ "points": [id] }),
+            );
+            (r, id, true)
+        } else {
+            let id = w * 1_000_000 + i;
+            let r = abi_tests::put_json(
+                &format!("{url}/collections/rv/points?wait=true"),
+                &json!({ "points": [{ "id": id, "vector": vector_of(id), "payload": { "w": w } }] }),
+            );
+            (r, id, false)
+        };
+        let mut a = acked.lock();
+        match res {
+            Ok(r) if r.status == 200 => {
+                a.times.push((w, Instant::now()));
+                if delete {
+                    a.deletes.insert(id);
+                } else {
+                    a.upserts.insert(id);
+                    mine.push(id);
+                }
+                i += 1;
+            }
+            _ => {
+                a.failures += 1;
+                // Unknown outcome: the point may or may not be there.
+                a.uncertain.insert(id);
+                if !delete {
+                    i += 1;
+                }
+                drop(a);
+                target += 1;
+                thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+/// Scrolls and searches through `url`: every acknowledged upsert (not deleted since) is
+/// there and found by a search for its own vector; no acknowledged delete is.
+fn check_points(url: &str, acked: &AckedPoints) -> Result<(), String> {
+    let mut have = BTreeSet::new();
+    let mut offset = Value::Null;
+    loop {
+        let r = abi_tests::post_json(
+            &format!("{url}/collections/rv/points/scroll"),
+            &json!({ "limit": 10000, "offset": offset, "with_payload": false }),
+        )?;
+        if r.status != 200 {
+            return Err(format!("{url}: scroll {}", r.body));
+        }
+        let v = r.json();
+        have.extend(
+            v["result"]["points"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|p| p["id"].as_u64()),
+        );
+        offset = v["result"]["next_page_offset"].clone();
+        if offset.is_null() {
+            break;
+        }
+    }
+    let live: Vec<u64> = acked
+        .upserts
+        .iter()
+        .filter(|id| !acked.deletes.contains(id) && !acked.uncertain.contains(id))
+        .copied()
+        .collect();
+    if let Some(id) = live.iter().find(|id| !have.contains(id)) {
+        return Err(format!("{url}: acknowledged point {id} is missing"));
+    }
+    if let Some(id) = acked.deletes.iter().find(|id| have.contains(id)) {
+        return Err(format!("{url}: acknowledged delete of {id} came back"));
+    }
+    for chunk in live.chunks(200) {
+        let searches: Vec<Value> = chunk
+            .iter()
+            .map(|id| json!({ "vector": vector_of(*id), "limit": 3 }))
+            .collect();
+        let r = abi_tests::post_json(
+            &format!("{url}/collections/rv/points/search/batch"),
+            &json!({ "searches": searches }),
+        )?;
+        if r.status != 200 {
+            return Err(format!("{url}: search {}", r.body));
+        }
+        let v = r.json();
+        for (q, id) in chunk.iter().enumerate() {
+            let found = v["result"][q]
+                .as_array()
+                .is_some_and(|hits| hits.iter().any(|h| h["id"].as_u64() == Some(*id)));
+            if !found {
+                return Err(format!("{url}: a search for point {id} does not find it"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Shard -> nodes of the replicated collection in the cluster metadata.
+fn placement(url: &str) -> Option<Vec<Vec<String>>> {
+    let r = abi_tests::get(&format!("{url}/v1/cluster/meta")).ok()?;
+    let p = r.json()["collections"]["rv"]["placement"].clone();
+    let p = p.as_object()?;
+    Some(
+        p.values()
+            .map(|ns| {
+                ns.as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|n| n.as_str().map(String::from))
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            })
+            .collect(),
+    )
+}
+
+#[test]
+fn replicated_shards_survive_leader_sigkill_and_replacement() {
+    let root = temp_dir("raft-vectors");
+    // n1..n3 vote in the metadata group; n4 holds replicas only.
+    let (specs, config) = setup(&root, 4, 3);
+    let mut nodes: Vec<NodeProcess> = specs.iter().map(|s| start(s, &config)).collect();
+    let urls: Vec<String> = specs.iter().map(Spec::url).collect();
+    let leader = agreed_leader(&urls[..3], Duration::from_secs(30));
+    // Every member must be alive in everyone's view before placement picks nodes.
+    eventually(Duration::from_secs(20), || {
+        let r = abi_tests::get(&format!("{}/v1/cluster/nodes", urls[3])).ok()?;
+        let alive = r.json()["nodes"]
+            .as_array()?
+            .iter()
+            .filter(|n| n["status"] == "alive")
+            .count();
+        (alive == 4).then_some(())
+    })
+    .expect("four live nodes");
+
+    // R=3, two shards, created through the node that is not a metadata voter.
+    let r = abi_tests::put_json(
+        &format!("{}/collections/rv", urls[3]),
+        &json!({ "vectors": { "size": 8, "distance": "Cosine" }, "shard_number": 2,
+                 "replication_factor": 3 }),
+    )
+    .expect("create");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let before_placement = placement(&urls[0]).expect("placement");
+    assert_eq!(before_placement.len(), 2, "{before_placement:?}");
+    assert!(before_placement.iter().all(|p| p.len() == 3));
+    // Bad replication settings are refused with a clear 4xx.
+    let r = abi_tests::put_json(
+        &format!("{}/collections/too_many", urls[0]),
+        &json!({ "vectors": { "size": 8, "distance": "Cosine" }, "replication_factor": 9 }),
+    )
+    .expect("http");
+    assert_eq!(r.status, 400, "{}", r.body);
+    let r = abi_tests::put_json(
+        &format!("{}/collections/weak", urls[0]),
+        &json!({ "vectors": { "size": 8, "distance": "Cosine" }, "replication_factor": 3,
+                 "write_consistency_factor": 1 }),
+    )
+    .expect("http");
+    assert_eq!(r.status, 400, "{}", r.body);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(Mutex::new(AckedPoints::default()));
+    let shared = Arc::new(urls.clone());
+    let writers: Vec<_> = (0..3)
+        .map(|w| {
+            let (u, s, a) = (shared.clone(), stop.clone(), acked.clone());
+            thread::spawn(move || point_writer(w, u, s, a))
+        })
+        .collect();
+    thread::sleep(Duration::from_secs(3));
+    let before = acked.lock().upserts.len();
+    assert!(
+        before > 20,
+        "writers made progress before the kill: {before}"
+    );
+
+    // A short outage (shorter than the re-placement delay): n4's replicas stay placed on
+    // it and catch up from their leaders when it is back.
+    nodes[3].kill();
+    thread::sleep(Duration::from_secs(2));
+    nodes[3] = start(&specs[3], &config);
+    thread::sleep(Duration::from_secs(2));
+
+    // SIGKILL the metadata leader: it holds replicas (and likely shard leaders) too.
+    let li = specs
+        .iter()
+        .position(|s| s.id == leader)
+        .expect("leader idx");
+    let killed_at = Instant::now();
+    nodes[li].kill();
+    // Every writer is acknowledged again (each writes to both shards in turn).
+    eventually(Duration::from_secs(30), || {
+        let a = acked.lock();
+        let back: BTreeSet<u64> = a
+            .times
+            .iter()
+            .filter(|(_, at)| *at > killed_at + Duration::from_secs(1))
+            .map(|(w, _)| *w)
+            .collect();
+        (back.len() == 3).then_some(())
+    })
+    .expect("vector writes resumed after the kill");
+    let stall = acked.lock().stall_after(killed_at);
+    eprintln!("node {leader} (metadata leader) SIGKILLed: longest writer stall {stall:?}");
+    let others: Vec<String> = urls
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != li)
+        .map(|(_, u)| u.clone())
+        .collect();
+    let new_leader = agreed_leader_not(&others[..2], &leader, Duration::from_secs(20));
+    assert_ne!(new_leader, leader);
+
+    // After the dead timeout, the new metadata leader places the dead node's replicas on
+    // the spare node, and their groups take them in.
+    // With four nodes and R=3 each shard has one spare node, so none keeps the dead one.
+    let moved = eventually(Duration::from_secs(40), || {
+        let p = placement(&others[0])?;
+        p.iter().all(|reps| !reps.contains(&leader)).then_some(p)
+    })
+    .expect("dead node's replicas placed elsewhere");
+    eprintln!("placement after the kill: {moved:?} (was {before_placement:?})");
+    assert_ne!(moved, before_placement, "some replica moved");
+    thread::sleep(Duration::from_secs(2));
+
+    // The killed node comes back: replicas still placed on it catch up, the moved ones
+    // are removed from it.
+    nodes[li] = start(&specs[li], &config);
+    thread::sleep(Duration::from_secs(3));
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        w.join().expect("writer");
+    }
+    let acked = acked.lock();
+    eprintln!(
+        "acknowledged: {} upserts, {} deletes; {} failed attempts",
+        acked.upserts.len(),
+        acked.deletes.len(),
+        acked.failures
+    );
+    assert!(acked.upserts.len() > before, "writes resumed");
+    for url in &urls {
+        let ok = eventually(Duration::from_secs(30), || check_points(url, &acked).ok());
+        if ok.is_none() {
+            panic!("{}", check_points(url, &acked).expect_err("failed"));
+        }
+    }
 }

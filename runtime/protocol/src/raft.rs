@@ -4,7 +4,7 @@
 //! [`ClusterMeta`]; the Raft protocol's own RPCs between group members are private to
 //! `abi-raft`. Any member accepts a proposal: a follower forwards it to the leader.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -73,6 +73,11 @@ pub struct CollectionMeta {
     pub replication: u32,
     /// Shard number -> node ids holding a replica.
     pub placement: BTreeMap<u32, Vec<String>>,
+    /// The full definition, for replicated vector collections (every node serves them).
+    pub config: Option<crate::vector::CollectionConfig>,
+    /// Shards whose placement changed since creation: their groups exist already, so a
+    /// newly placed replica waits to be added instead of founding the group.
+    pub moved: BTreeSet<u32>,
 }
 
 /// Where an inference pool runs.
@@ -130,6 +135,7 @@ impl ClusterMeta {
             } => {
                 if let Some(c) = self.collections.get_mut(collection) {
                     c.placement.insert(*shard, replicas.clone());
+                    c.moved.insert(*shard);
                 }
                 None
             }
@@ -309,7 +315,7 @@ mod tests {
             distance: "cosine".into(),
             shards: 1,
             replication: 2,
-            placement: BTreeMap::new(),
+            ..Default::default()
         };
         m.apply(&MetaCommand::PutCollection(c.clone()));
         m.apply(&MetaCommand::PlaceShard {

@@ -58,7 +58,7 @@ impl Default for HnswParams {
 }
 
 /// Everything that defines a collection; persisted under the node's data_dir.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CollectionConfig {
     /// Name, `[A-Za-z0-9._-]`, unique per cluster.
     pub name: String,
@@ -68,8 +68,13 @@ pub struct CollectionConfig {
     pub distance: Distance,
     /// Number of shards; points are routed by jump consistent hash of their id.
     pub shards: u32,
-    /// Copies of each shard (stored now, used once the cluster exists).
+    /// Copies of each shard. Above 1 the collection is replicated through the cluster
+    /// (needs `[raft]`): each shard is a Raft group of this many replicas on distinct nodes.
     pub replication: u32,
+    /// Replicas that must have a write durable before it is acknowledged; 0 means a
+    /// majority of `replication` (the least a replicated shard accepts).
+    #[serde(default)]
+    pub write_consistency: u32,
     /// Index parameters.
     pub hnsw: HnswParams,
     /// WAL durability.
@@ -239,6 +244,10 @@ pub enum VectorError {
     /// Disk or WAL trouble.
     #[error("storage error: {0}")]
     Storage(String),
+    /// A write reached a replica that does not lead its shard's group; it names the
+    /// leader when it knows one (the manager retries there).
+    #[error("shard replica is not the leader (leader: {0:?})")]
+    NotLeader(Option<String>),
 }
 
 /// Creates a collection.

@@ -650,6 +650,13 @@ pub struct Raft {
     /// Log entries between snapshots.
     #[serde(default = "default_snapshot_every")]
     pub snapshot_every: u64,
+    /// How long a node stays dead before the replicas it held are placed on other nodes.
+    #[serde(default = "default_replace_dead_after")]
+    pub replace_dead_after_ms: u64,
+}
+
+fn default_replace_dead_after() -> u64 {
+    30_000
 }
 
 fn default_election() -> u64 {

@@ -203,6 +203,7 @@ pub const TOPOLOGY: &[Field] = &[
             opt("election_timeout_ms", Ty::UInt),
             opt("heartbeat_ms", Ty::UInt),
             opt("snapshot_every", Ty::UInt),
+            opt("replace_dead_after_ms", Ty::UInt),
         ]),
     ),
     opt(

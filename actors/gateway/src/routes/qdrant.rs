@@ -116,7 +116,9 @@ fn vector_error(e: VectorError) -> ApiError {
         VectorError::AlreadyExists(_) => (StatusCode::CONFLICT, "already_exists"),
         VectorError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
         VectorError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
-        VectorError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+        VectorError::Unavailable(_) | VectorError::NotLeader(_) => {
+            (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+        }
         VectorError::Storage(_) => (StatusCode::INTERNAL_SERVER_ERROR, "storage_error"),
     };
     ApiError::new(status, code, e.to_string())
@@ -444,7 +446,10 @@ fn collection_json(info: &CollectionInfo) -> Value {
                 "vectors": {"size": c.dim, "distance": distance_name(c.distance)},
                 "shard_number": c.shards,
                 "replication_factor": c.replication,
-                "write_consistency_factor": 1,
+                "write_consistency_factor": match c.write_consistency {
+                    0 => c.replication / 2 + 1,
+                    w => w,
+                },
                 "on_disk_payload": false,
             },
             "hnsw_config": {
@@ -544,6 +549,7 @@ struct CreateBody {
     vectors: Option<Value>,
     shard_number: Option<u32>,
     replication_factor: Option<u32>,
+    write_consistency_factor: Option<u32>,
     hnsw_config: Option<Value>,
     abi_fsync: Option<Value>,
     abi_embed_with: Option<String>,
@@ -622,6 +628,7 @@ fn create_config(name: String, b: CreateBody) -> Result<CollectionConfig, ApiErr
         distance,
         shards: b.shard_number.unwrap_or(1),
         replication: b.replication_factor.unwrap_or(1),
+        write_consistency: b.write_consistency_factor.unwrap_or(0),
         hnsw,
         fsync,
         embed_with: b.abi_embed_with,
