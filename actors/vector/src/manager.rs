@@ -16,8 +16,8 @@ use abi_protocol::vector::shard::{
 };
 use abi_protocol::vector::{
     CollectionConfig, CollectionInfo, Count, CreateCollection, DeleteCollection, DeletePoints,
-    GetCollection, GetPoints, ListCollections, MANAGER_NAME, ScrollPage, Search, SearchResult,
-    Snapshot, Upsert, VectorError, WriteAck,
+    GetCollection, GetPoints, ListCollections, MANAGER_NAME, ReadConsistency, ScrollPage, Search,
+    SearchResult, Snapshot, Upsert, VectorError, WriteAck,
 };
 use abi_runtime::{Call, ChildSpec, Node, ReplyTo, Request, Started, Strategy, SupervisorSpec};
 use futures::future::join_all;
@@ -255,8 +255,10 @@ impl ManagerState {
                 i,
                 ShardCount {
                     filter: q.filter.clone(),
+                    linearizable: q.consistency == ReadConsistency::Leader,
                 },
                 remaining(deadline),
+                q.consistency,
             )
         });
         let mut total = 0;
@@ -287,8 +289,10 @@ async fn search(
             i,
             ShardSearch {
                 queries: req.queries.clone(),
+                linearizable: req.consistency == ReadConsistency::Leader,
             },
             timeout,
+            req.consistency,
         )
     });
     let mut per_query: Vec<Vec<Vec<abi_protocol::vector::ScoredPoint>>> =
@@ -347,8 +351,10 @@ async fn scroll(
                 filter: req.filter.clone(),
                 with_payload: req.with_payload,
                 with_vector: req.with_vector,
+                linearizable: req.consistency == ReadConsistency::Leader,
             },
             remaining(deadline),
+            req.consistency,
         )
     });
     let mut points = Vec::new();
@@ -556,6 +562,7 @@ impl Actor for Manager {
                         let q = Count {
                             collection: cfg.name.clone(),
                             filter: None,
+                            consistency: ReadConsistency::Any,
                         };
                         let points =
                             ManagerState::count(node, route, cfg.clone(), q, deadline).await?;
@@ -613,8 +620,10 @@ impl Actor for Manager {
                                         ids,
                                         with_payload: req.with_payload,
                                         with_vector: req.with_vector,
+                                        linearizable: req.consistency == ReadConsistency::Leader,
                                     },
                                     remaining(deadline),
+                                    req.consistency,
                                 )
                             });
                         let mut found = HashMap::new();
@@ -659,7 +668,14 @@ impl Actor for Manager {
                     Err(e) => reply.send(Err(e)),
                     Ok((cfg, route)) => st.answer(reply, async move {
                         let asks = (0..cfg.shards).map(|i| {
-                            route.read(&node, &cfg.name, i, ShardSnapshot, remaining(deadline))
+                            route.read(
+                                &node,
+                                &cfg.name,
+                                i,
+                                ShardSnapshot,
+                                remaining(deadline),
+                                ReadConsistency::Any,
+                            )
                         });
                         let mut seq = 0;
                         for r in join_all(asks).await {

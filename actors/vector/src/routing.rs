@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use abi_protocol::vector::{VectorError, WriteAck};
+use abi_protocol::vector::{ReadConsistency, VectorError, WriteAck};
 use abi_protocol::{ActorPath, NodeId, Request};
 use abi_runtime::{AskError, Node};
 use parking_lot::Mutex;
@@ -71,7 +71,8 @@ fn retryable(e: &VectorError) -> bool {
 }
 
 impl Route {
-    /// Asks shard `i` for something any replica answers (a read).
+    /// Asks shard `i` for a read: any replica answers it, or the leader with
+    /// [`ReadConsistency::Leader`] (the request must then ask the replica to confirm).
     pub async fn read<R, T>(
         &self,
         node: &Node,
@@ -79,15 +80,23 @@ impl Route {
         i: u32,
         req: R,
         timeout: Duration,
+        consistency: ReadConsistency,
     ) -> Result<T, VectorError>
     where
         R: Request<Reply = Result<T, VectorError>> + Clone,
     {
-        let Route::Replicated(reps) = self else {
-            let path = node
-                .path(&shard_name(collection, i))
-                .map_err(|e| VectorError::BadRequest(e.to_string()))?;
-            return node.ask(&path, req, timeout).await.map_err(ask_err)?;
+        let reps = match self {
+            Route::Replicated(reps) if consistency == ReadConsistency::Leader => {
+                let deadline = Instant::now() + timeout;
+                return to_leader(reps, node, collection, i, req, deadline).await;
+            }
+            Route::Replicated(reps) => reps,
+            Route::Local => {
+                let path = node
+                    .path(&shard_name(collection, i))
+                    .map_err(|e| VectorError::BadRequest(e.to_string()))?;
+                return node.ask(&path, req, timeout).await.map_err(ask_err)?;
+            }
         };
         let deadline = Instant::now() + timeout;
         let me = node.id().as_str();
@@ -129,57 +138,76 @@ impl Route {
     where
         R: Request<Reply = Result<WriteAck, VectorError>> + Clone,
     {
-        let Route::Replicated(reps) = self else {
-            let left = deadline
-                .saturating_duration_since(Instant::now())
-                .max(Duration::from_millis(1));
-            return self.read(node, collection, i, req, left).await;
-        };
-        let placement = reps.placement.get(&i).cloned().unwrap_or_default();
-        if placement.is_empty() {
+        match self {
+            Route::Replicated(reps) => to_leader(reps, node, collection, i, req, deadline).await,
+            Route::Local => {
+                let left = deadline
+                    .saturating_duration_since(Instant::now())
+                    .max(Duration::from_millis(1));
+                let r = self.read(node, collection, i, req, left, ReadConsistency::Any);
+                r.await
+            }
+        }
+    }
+}
+
+/// Sends `req` to the leader of shard `i`'s group, following `NotLeader` answers and
+/// trying the other replicas while none is known, until the deadline.
+async fn to_leader<R, T>(
+    reps: &Replicas,
+    node: &Node,
+    collection: &str,
+    i: u32,
+    req: R,
+    deadline: Instant,
+) -> Result<T, VectorError>
+where
+    R: Request<Reply = Result<T, VectorError>> + Clone,
+{
+    let placement = reps.placement.get(&i).cloned().unwrap_or_default();
+    if placement.is_empty() {
+        return Err(VectorError::Unavailable(format!(
+            "shard {i} of {collection} has no replicas"
+        )));
+    }
+    let me = node.id().as_str();
+    let mut target = reps
+        .leaders
+        .lock()
+        .get(&i)
+        .cloned()
+        .or_else(|| placement.iter().find(|n| n.as_str() == me).cloned())
+        .unwrap_or_else(|| placement[0].clone());
+    let mut next = 0usize;
+    let mut last;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
             return Err(VectorError::Unavailable(format!(
-                "shard {i} of {collection} has no replicas"
+                "shard {i} of {collection}: no leader answered in time"
             )));
         }
-        let me = node.id().as_str();
-        let mut target = reps
-            .leaders
-            .lock()
-            .get(&i)
-            .cloned()
-            .or_else(|| placement.iter().find(|n| n.as_str() == me).cloned())
-            .unwrap_or_else(|| placement[0].clone());
-        let mut next = 0usize;
-        let mut last;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(VectorError::Unavailable(format!(
-                    "shard {i} of {collection}: no leader took the write in time"
-                )));
+        let path = path_on(&target, collection, i)?;
+        // A write re-sent after a lost answer is applied twice, which leaves the same
+        // points: upserts and deletes are idempotent.
+        let r = node.ask(&path, req.clone(), left.min(ATTEMPT)).await;
+        match r {
+            Ok(Ok(v)) => {
+                reps.leaders.lock().insert(i, target);
+                return Ok(v);
             }
-            let path = path_on(&target, collection, i)?;
-            // A write re-sent after a lost answer is applied twice, which leaves the same
-            // points: upserts and deletes are idempotent.
-            let r = node.ask(&path, req.clone(), left.min(ATTEMPT)).await;
-            match r {
-                Ok(Ok(ack)) => {
-                    reps.leaders.lock().insert(i, target);
-                    return Ok(ack);
-                }
-                Ok(Err(VectorError::NotLeader(Some(leader)))) if leader != target => {
-                    target = leader;
-                    continue;
-                }
-                Ok(Err(e)) if !retryable(&e) => return Err(e),
-                Ok(Err(e)) => last = e,
-                Err(e) => last = ask_err(e),
+            Ok(Err(VectorError::NotLeader(Some(leader)))) if leader != target => {
+                target = leader;
+                continue;
             }
-            tracing::debug!(shard = i, %collection, error = %last, "write retried at another replica");
-            reps.leaders.lock().remove(&i);
-            target = placement[next % placement.len()].clone();
-            next += 1;
-            tokio::time::sleep(NO_LEADER_PAUSE.min(left)).await;
+            Ok(Err(e)) if !retryable(&e) => return Err(e),
+            Ok(Err(e)) => last = e,
+            Err(e) => last = ask_err(e),
         }
+        tracing::debug!(shard = i, %collection, error = %last, "retrying at another replica");
+        reps.leaders.lock().remove(&i);
+        target = placement[next % placement.len()].clone();
+        next += 1;
+        tokio::time::sleep(NO_LEADER_PAUSE.min(left)).await;
     }
 }

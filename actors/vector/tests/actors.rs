@@ -151,6 +151,7 @@ async fn collections_points_and_restart() {
     let count = |f: Option<Filter>| Count {
         collection: "docs".into(),
         filter: f,
+        consistency: Default::default(),
     };
     assert_eq!(node.ask(&api, count(None), T).await.expect("ask"), Ok(200));
 
@@ -172,6 +173,7 @@ async fn collections_points_and_restart() {
                 ],
                 allow_partial: false,
                 timeout_ms: 5000,
+                consistency: Default::default(),
             },
             T,
         )
@@ -210,6 +212,7 @@ async fn collections_points_and_restart() {
                 ids: vec![PointId::Num(7), PointId::Num(50)],
                 with_payload: false,
                 with_vector: true,
+                consistency: Default::default(),
             },
             T,
         )
@@ -233,6 +236,7 @@ async fn collections_points_and_restart() {
                     filter: None,
                     with_payload: false,
                     with_vector: false,
+                    consistency: Default::default(),
                 },
                 T,
             )
@@ -258,6 +262,7 @@ async fn collections_points_and_restart() {
         queries: vec![query(vec![1.0, 0.5, 0.0], 3, None)],
         allow_partial: false,
         timeout_ms: 2000,
+        consistency: Default::default(),
     };
     let r = node.ask(&api, s.clone(), T).await.expect("ask");
     assert!(matches!(r, Err(VectorError::Unavailable(_))), "{r:?}");

@@ -124,6 +124,7 @@ async fn glove_recall_at_10_reaches_095_with_4_shards() {
                         queries,
                         allow_partial: false,
                         timeout_ms: 60_000,
+                        consistency: Default::default(),
                     },
                     T,
                 )

@@ -600,14 +600,15 @@ fn point_writer(
     }
 }
 
-/// Scrolls and searches through `url`: every acknowledged upsert (not deleted since) is
-/// there and found by a search for its own vector; no acknowledged delete is.
-fn check_points(url: &str, acked: &AckedPoints) -> Result<(), String> {
+/// Scrolls and searches through `url` (`query`: the read-consistency parameter): every
+/// acknowledged upsert (not deleted since) is there and found by a search for its own
+/// vector; no acknowledged delete is.
+fn check_points(url: &str, query: &str, acked: &AckedPoints) -> Result<(), String> {
     let mut have = BTreeSet::new();
     let mut offset = Value::Null;
     loop {
         let r = abi_tests::post_json(
-            &format!("{url}/collections/rv/points/scroll"),
+            &format!("{url}/collections/rv/points/scroll{query}"),
             &json!({ "limit": 10000, "offset": offset, "with_payload": false }),
         )?;
         if r.status != 200 {
@@ -644,7 +645,7 @@ fn check_points(url: &str, acked: &AckedPoints) -> Result<(), String> {
             .map(|id| json!({ "vector": vector_of(*id), "limit": 3 }))
             .collect();
         let r = abi_tests::post_json(
-            &format!("{url}/collections/rv/points/search/batch"),
+            &format!("{url}/collections/rv/points/search/batch{query}"),
             &json!({ "searches": searches }),
         )?;
         if r.status != 200 {
@@ -810,10 +811,28 @@ fn replicated_shards_survive_leader_sigkill_and_replacement() {
         acked.failures
     );
     assert!(acked.upserts.len() > before, "writes resumed");
+    // Reads through the shard leaders see every acknowledged write at once, from any
+    // surviving node.
+    for url in &others {
+        check_points(url, "?consistency=majority", &acked).unwrap_or_else(|e| panic!("{e}"));
+    }
+    // Reads from any replica (this node's own first) converge on every node, including
+    // the restarted one.
     for url in &urls {
-        let ok = eventually(Duration::from_secs(30), || check_points(url, &acked).ok());
+        let ok = eventually(Duration::from_secs(30), || {
+            check_points(url, "", &acked).ok()
+        });
         if ok.is_none() {
-            panic!("{}", check_points(url, &acked).expect_err("failed"));
+            panic!("{}", check_points(url, "", &acked).expect_err("failed"));
         }
     }
+    let r = abi_tests::post_json(
+        &format!(
+            "{}/collections/rv/points/count?consistency=sometimes",
+            urls[0]
+        ),
+        &json!({}),
+    )
+    .expect("http");
+    assert_eq!(r.status, 400, "{}", r.body);
 }

@@ -320,6 +320,21 @@ pub struct GetPoints {
     pub with_payload: bool,
     /// Include vectors.
     pub with_vector: bool,
+    /// Which replica answers (replicated collections).
+    #[serde(default)]
+    pub consistency: ReadConsistency,
+}
+
+/// Which replica of a replicated collection's shard answers a read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReadConsistency {
+    /// Any live replica, this node's first: the fastest; a follower may not have applied
+    /// a write acknowledged a moment ago.
+    #[default]
+    Any,
+    /// The shard group's leader, once it confirmed its leadership with a quorum: sees
+    /// every write acknowledged before the read (read-your-writes and more).
+    Leader,
 }
 
 /// One k-nearest-neighbour query.
@@ -354,6 +369,9 @@ pub struct Search {
     pub allow_partial: bool,
     /// Deadline for the whole search, milliseconds.
     pub timeout_ms: u32,
+    /// Which replica answers (replicated collections).
+    #[serde(default)]
+    pub consistency: ReadConsistency,
 }
 
 /// Hits for each query of a [`Search`].
@@ -372,6 +390,9 @@ pub struct Count {
     pub collection: String,
     /// Optional filter.
     pub filter: Option<Filter>,
+    /// Which replica answers (replicated collections).
+    #[serde(default)]
+    pub consistency: ReadConsistency,
 }
 
 /// Pages through points in id order.
@@ -389,6 +410,9 @@ pub struct Scroll {
     pub with_payload: bool,
     /// Include vectors.
     pub with_vector: bool,
+    /// Which replica answers (replicated collections).
+    #[serde(default)]
+    pub consistency: ReadConsistency,
 }
 
 /// One page of a scroll.
@@ -438,18 +462,30 @@ pub mod shard {
         pub with_payload: bool,
         /// Include vectors.
         pub with_vector: bool,
+        /// Answer only as the group's leader, after confirming it with a quorum
+        /// (replicated shards; an unreplicated shard is its own leader).
+        #[serde(default)]
+        pub linearizable: bool,
     }
     /// Search one shard (each query asks limit + offset hits; the manager merges).
     #[derive(Debug, Clone, Serialize, Deserialize)]
     pub struct ShardSearch {
         /// Queries.
         pub queries: Vec<SearchQuery>,
+        /// Answer only as the group's leader, after confirming it with a quorum
+        /// (replicated shards; an unreplicated shard is its own leader).
+        #[serde(default)]
+        pub linearizable: bool,
     }
     /// Count in one shard.
     #[derive(Debug, Clone, Serialize, Deserialize)]
     pub struct ShardCount {
         /// Optional filter.
         pub filter: Option<Filter>,
+        /// Answer only as the group's leader, after confirming it with a quorum
+        /// (replicated shards; an unreplicated shard is its own leader).
+        #[serde(default)]
+        pub linearizable: bool,
     }
     /// Scroll one shard.
     #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -464,6 +500,10 @@ pub mod shard {
         pub with_payload: bool,
         /// Include vectors.
         pub with_vector: bool,
+        /// Answer only as the group's leader, after confirming it with a quorum
+        /// (replicated shards; an unreplicated shard is its own leader).
+        #[serde(default)]
+        pub linearizable: bool,
     }
     /// Snapshot one shard now.
     #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -577,6 +617,7 @@ mod tests {
             }],
             allow_partial: false,
             timeout_ms: 1000,
+            consistency: Default::default(),
         };
         let bytes = postcard::to_stdvec(&s).expect("encode");
         let back: Search = postcard::from_bytes(&bytes).expect("decode");

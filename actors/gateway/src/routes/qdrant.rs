@@ -13,7 +13,7 @@ use abi_protocol::vector::{
     CollectionConfig, CollectionInfo, Condition, Count, CreateCollection, DeleteCollection,
     DeletePoints, Distance, Filter, FsyncPolicy, GetCollection, GetPoints, HnswParams,
     ListCollections, MANAGER_PATH, MatchValue, PointId, PointInput, PointRecord, Range,
-    ScoredPoint, Scroll, Search, SearchQuery, Upsert, VectorError,
+    ReadConsistency, ScoredPoint, Scroll, Search, SearchQuery, Upsert, VectorError,
 };
 use abi_protocol::{ActorPath, Request};
 use actix_web::http::StatusCode;
@@ -835,6 +835,7 @@ async fn delete_points(
                         filter: filter.clone(),
                         with_payload: false,
                         with_vector: false,
+                        consistency: Default::default(),
                     },
                     state.request_timeout,
                 )
@@ -868,13 +869,14 @@ struct RetrieveBody {
     post,
     path = "/collections/{name}/points",
     tag = "qdrant",
-    params(("name" = String, Path, description = "Collection name")),
+    params(("name" = String, Path, description = "Collection name"), ReadQuery),
     request_body(content = RetrieveBody, content_type = "application/json"),
     responses((status = 200, description = "Points", body = Object), (status = "4XX", description = "Client error (JSON error body)", body = crate::openapi::ErrorDoc), (status = "5XX", description = "Server error, or the subsystem is unavailable", body = crate::openapi::ErrorDoc))
 )]
 async fn retrieve(
     state: web::Data<GatewayState>,
     name: web::Path<String>,
+    q: web::Query<ReadQuery>,
     body: web::Json<RetrieveBody>,
 ) -> Result<HttpResponse, ApiError> {
     let t = Instant::now();
@@ -889,6 +891,7 @@ async fn retrieve(
             ids,
             with_payload: !matches!(sel, PayloadSel::None),
             with_vector: with_vector(&b.with_vector)?,
+            consistency: read_consistency(&q.consistency)?,
         },
         state.request_timeout,
     )
@@ -901,12 +904,13 @@ async fn retrieve(
     get,
     path = "/collections/{name}/points/{id}",
     tag = "qdrant",
-    params(("name" = String, Path, description = "Collection name"), ("id" = String, Path, description = "Point id: unsigned integer or UUID")),
+    params(("name" = String, Path, description = "Collection name"), ("id" = String, Path, description = "Point id: unsigned integer or UUID"), ReadQuery),
     responses((status = 200, description = "The point", body = Object), (status = "4XX", description = "Client error (JSON error body)", body = crate::openapi::ErrorDoc), (status = "5XX", description = "Server error, or the subsystem is unavailable", body = crate::openapi::ErrorDoc))
 )]
 async fn get_point(
     state: web::Data<GatewayState>,
     path: web::Path<(String, String)>,
+    q: web::Query<ReadQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let t = Instant::now();
     let (collection, raw) = path.into_inner();
@@ -923,6 +927,7 @@ async fn get_point(
             ids: vec![id],
             with_payload: true,
             with_vector: true,
+            consistency: read_consistency(&q.consistency)?,
         },
         state.request_timeout,
     )
@@ -1046,9 +1051,11 @@ async fn run_search(
     state: &GatewayState,
     collection: String,
     parsed: Vec<Parsed>,
-    allow_partial: bool,
+    q: &PartialQuery,
 ) -> Result<Vec<Vec<Value>>, ApiError> {
     too_many("searches", parsed.len())?;
+    let allow_partial = q.abi_allow_partial == Some(true);
+    let consistency = read_consistency(&q.consistency)?;
     let (mut parsed, pending): (Vec<Parsed>, Vec<VectorOrText>) = parsed
         .into_iter()
         .map(|mut p| {
@@ -1071,6 +1078,7 @@ async fn run_search(
             queries: parsed.into_iter().map(|p| p.query).collect(),
             allow_partial,
             timeout_ms,
+            consistency,
         },
         Duration::from_millis(timeout_ms as u64) + Duration::from_secs(1),
     )
@@ -1088,6 +1096,35 @@ async fn run_search(
 struct PartialQuery {
     /// Non-standard: accept results from the shards that answered in time.
     abi_allow_partial: Option<bool>,
+    /// Replicated collections: `majority`, `quorum`, `all` or a number above 1 read
+    /// through each shard's leader (sees every acknowledged write); absent or `1` reads
+    /// any live replica.
+    consistency: Option<String>,
+}
+
+/// The read-consistency query parameter of point reads.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+struct ReadQuery {
+    /// Replicated collections: `majority`, `quorum`, `all` or a number above 1 read
+    /// through each shard's leader (sees every acknowledged write); absent or `1` reads
+    /// any live replica.
+    consistency: Option<String>,
+}
+
+/// Qdrant's `consistency` values: more than one replica agreeing maps to a read through
+/// the leader, which a quorum confirmed.
+fn read_consistency(v: &Option<String>) -> Result<ReadConsistency, ApiError> {
+    match v.as_deref() {
+        None | Some("1") => Ok(ReadConsistency::Any),
+        Some("majority" | "quorum" | "all") => Ok(ReadConsistency::Leader),
+        Some(n) => match n.parse::<u32>() {
+            Ok(k) if k >= 2 => Ok(ReadConsistency::Leader),
+            _ => Err(bad(format!(
+                "consistency must be majority, quorum, all or a positive number, not {n:?}"
+            ))),
+        },
+    }
 }
 
 #[utoipa::path(
@@ -1106,13 +1143,7 @@ async fn search(
 ) -> Result<HttpResponse, ApiError> {
     let t = Instant::now();
     let parsed = parse_search(body.into_inner(), false, state.request_timeout)?;
-    let mut out = run_search(
-        &state,
-        name.into_inner(),
-        vec![parsed],
-        q.abi_allow_partial == Some(true),
-    )
-    .await?;
+    let mut out = run_search(&state, name.into_inner(), vec![parsed], &q).await?;
     Ok(ok(Value::Array(out.pop().unwrap_or_default()), t))
 }
 
@@ -1143,13 +1174,7 @@ async fn search_batch(
         .into_iter()
         .map(|b| parse_search(b, false, state.request_timeout))
         .collect::<Result<Vec<_>, _>>()?;
-    let out = run_search(
-        &state,
-        name.into_inner(),
-        parsed,
-        q.abi_allow_partial == Some(true),
-    )
-    .await?;
+    let out = run_search(&state, name.into_inner(), parsed, &q).await?;
     Ok(ok(json!(out), t))
 }
 
@@ -1182,13 +1207,7 @@ async fn query(
         true,
         state.request_timeout,
     )?;
-    let mut out = run_search(
-        &state,
-        name.into_inner(),
-        vec![parsed],
-        q.abi_allow_partial == Some(true),
-    )
-    .await?;
+    let mut out = run_search(&state, name.into_inner(), vec![parsed], &q).await?;
     Ok(ok(json!({ "points": out.pop().unwrap_or_default() }), t))
 }
 
@@ -1213,13 +1232,7 @@ async fn query_batch(
         .into_iter()
         .map(|b| parse_search(query_defaults(b), true, state.request_timeout))
         .collect::<Result<Vec<_>, _>>()?;
-    let out = run_search(
-        &state,
-        name.into_inner(),
-        parsed,
-        q.abi_allow_partial == Some(true),
-    )
-    .await?;
+    let out = run_search(&state, name.into_inner(), parsed, &q).await?;
     let list: Vec<Value> = out
         .into_iter()
         .map(|points| json!({ "points": points }))
@@ -1242,13 +1255,14 @@ struct ScrollBody {
     post,
     path = "/collections/{name}/points/scroll",
     tag = "qdrant",
-    params(("name" = String, Path, description = "Collection name")),
+    params(("name" = String, Path, description = "Collection name"), ReadQuery),
     request_body(content = ScrollBody, content_type = "application/json"),
     responses((status = 200, description = "A page of points", body = Object), (status = "4XX", description = "Client error (JSON error body)", body = crate::openapi::ErrorDoc), (status = "5XX", description = "Server error, or the subsystem is unavailable", body = crate::openapi::ErrorDoc))
 )]
 async fn scroll(
     state: web::Data<GatewayState>,
     name: web::Path<String>,
+    q: web::Query<ReadQuery>,
     body: web::Json<ScrollBody>,
 ) -> Result<HttpResponse, ApiError> {
     let t = Instant::now();
@@ -1274,6 +1288,7 @@ async fn scroll(
             filter: opt_filter(&b.filter)?,
             with_payload: !matches!(sel, PayloadSel::None),
             with_vector: with_vector(&b.with_vector)?,
+            consistency: read_consistency(&q.consistency)?,
         },
         state.request_timeout,
     )
@@ -1295,13 +1310,14 @@ struct CountBody {
     post,
     path = "/collections/{name}/points/count",
     tag = "qdrant",
-    params(("name" = String, Path, description = "Collection name")),
+    params(("name" = String, Path, description = "Collection name"), ReadQuery),
     request_body(content = CountBody, content_type = "application/json"),
     responses((status = 200, description = "Number of points", body = Object), (status = "4XX", description = "Client error (JSON error body)", body = crate::openapi::ErrorDoc), (status = "5XX", description = "Server error, or the subsystem is unavailable", body = crate::openapi::ErrorDoc))
 )]
 async fn count(
     state: web::Data<GatewayState>,
     name: web::Path<String>,
+    q: web::Query<ReadQuery>,
     body: Option<web::Json<CountBody>>,
 ) -> Result<HttpResponse, ApiError> {
     let t = Instant::now();
@@ -1314,6 +1330,7 @@ async fn count(
         Count {
             collection: name.into_inner(),
             filter,
+            consistency: read_consistency(&q.consistency)?,
         },
         state.request_timeout,
     )

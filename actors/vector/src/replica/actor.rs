@@ -17,8 +17,8 @@ use abi_protocol::vector::shard::{
 use abi_protocol::vector::{VectorError, WriteAck};
 use abi_raft::rpc::{AppendRpc, SnapshotRpc, VoteRpc};
 use abi_raft::{LogStore, Member, MemberId, Network, member_id};
-use abi_runtime::{Call, Node};
-use openraft::error::{ClientWriteError, RaftError};
+use abi_runtime::{Call, Node, ReplyTo};
+use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use openraft::{ChangeMembers, ServerState, SnapshotPolicy};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use serde::{Deserialize, Serialize};
@@ -346,6 +346,9 @@ fn openraft_config(t: &GroupTiming) -> Result<openraft::Config, String> {
         election_timeout_max: election * 2,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(t.snapshot_every.max(1)),
         max_in_snapshot_log_to_keep: t.snapshot_every.clamp(1, 10_000),
+        // Installing a snapshot re-indexes every point of the shard: far longer than
+        // openraft's 200 ms default allows.
+        install_snapshot_timeout: 60_000,
         ..Default::default()
     }
     .validate()
@@ -436,53 +439,33 @@ impl Actor for ReplicaActor {
             }
             ReplicaMsg::Get(call) => {
                 let (req, reply) = call.into_parts();
-                if let Err(e) = readable(&ctx) {
-                    reply.send(Err(e));
-                    return Ok(());
-                }
-                spawn_read(
-                    &mut st.tasks,
-                    &ctx.shard,
+                let lin = req.linearizable;
+                st.serve_read(
+                    lin,
                     move |s| Ok(s.get(&req.ids, req.with_payload, req.with_vector)),
-                    move |r| reply.send(r),
+                    reply,
                 );
             }
             ReplicaMsg::Search(call) => {
                 let (req, reply) = call.into_parts();
-                if let Err(e) = readable(&ctx) {
-                    reply.send(Err(e));
-                    return Ok(());
-                }
                 st.metrics.searches.inc_by(req.queries.len() as u64);
-                spawn_read(
-                    &mut st.tasks,
-                    &ctx.shard,
+                let lin = req.linearizable;
+                st.serve_read(
+                    lin,
                     move |s| req.queries.iter().map(|q| s.search(q)).collect(),
-                    move |r| reply.send(r),
+                    reply,
                 );
             }
             ReplicaMsg::Count(call) => {
                 let (req, reply) = call.into_parts();
-                if let Err(e) = readable(&ctx) {
-                    reply.send(Err(e));
-                    return Ok(());
-                }
-                spawn_read(
-                    &mut st.tasks,
-                    &ctx.shard,
-                    move |s| s.count(req.filter.as_ref()),
-                    move |r| reply.send(r),
-                );
+                let lin = req.linearizable;
+                st.serve_read(lin, move |s| s.count(req.filter.as_ref()), reply);
             }
             ReplicaMsg::Scroll(call) => {
                 let (req, reply) = call.into_parts();
-                if let Err(e) = readable(&ctx) {
-                    reply.send(Err(e));
-                    return Ok(());
-                }
-                spawn_read(
-                    &mut st.tasks,
-                    &ctx.shard,
+                let lin = req.linearizable;
+                st.serve_read(
+                    lin,
                     move |s| {
                         s.scroll(
                             req.offset,
@@ -492,7 +475,7 @@ impl Actor for ReplicaActor {
                             req.with_vector,
                         )
                     },
-                    move |r| reply.send(r),
+                    reply,
                 );
             }
             ReplicaMsg::Snapshot(call) => {
@@ -581,14 +564,44 @@ impl Actor for ReplicaActor {
     }
 }
 
-/// Reads are served by voting replicas only: a learner is still being filled.
-fn readable(ctx: &Ctx) -> Result<(), VectorError> {
-    if ctx.serves_reads() {
-        Ok(())
-    } else {
-        Err(VectorError::Unavailable(format!(
-            "replica on {} is not a voting member yet",
-            ctx.me.name
-        )))
+impl ReplicaState {
+    /// Answers a read from the local shard: on any voting replica, or, when
+    /// `linearizable`, only on the leader once a quorum confirmed it and it applied every
+    /// entry committed before the read.
+    fn serve_read<T: Send + 'static>(
+        &mut self,
+        linearizable: bool,
+        f: impl FnOnce(&Shard) -> Result<T, VectorError> + Send + 'static,
+        reply: ReplyTo<Result<T, VectorError>>,
+    ) {
+        let ctx = self.ctx.clone();
+        if !linearizable {
+            if ctx.serves_reads() {
+                spawn_read(&mut self.tasks, &ctx.shard, f, move |r| reply.send(r));
+            } else {
+                // A learner is still being filled.
+                reply.send(Err(VectorError::Unavailable(format!(
+                    "replica on {} is not a voting member yet",
+                    ctx.me.name
+                ))));
+            }
+            return;
+        }
+        self.tasks.spawn(async move {
+            let r = match ctx.raft.ensure_linearizable().await {
+                Ok(_) => {
+                    let shard = ctx.shard.clone();
+                    tokio::task::spawn_blocking(move || f(&shard))
+                        .await
+                        .map_err(join_err)
+                        .and_then(|r| r)
+                }
+                Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(to))) => {
+                    Err(VectorError::NotLeader(to.leader_node.map(|n| n.name)))
+                }
+                Err(e) => Err(raft_err(e)),
+            };
+            reply.send(r);
+        });
     }
 }
