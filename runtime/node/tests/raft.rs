@@ -501,6 +501,14 @@ fn any_gateway_serves_any_model() {
     )
     .expect("http");
     assert_eq!(r.status, 404, "{}", r.body);
+    // The pool announced itself in the cluster metadata; n2 runs none.
+    let pools = eventually(Duration::from_secs(20), || {
+        let r = abi_tests::get(&format!("{n2}/v1/cluster/meta")).ok()?;
+        let p = r.json()["pools"]["all-minilm-l6-v2"].clone();
+        (p["nodes"] == json!(["n1"])).then_some(p)
+    })
+    .expect("pool placement recorded");
+    assert_eq!(pools["kind"], "embedding", "{pools}");
 }
 
 /// A point's vector: 8 pseudo-random components derived from its id (distinct points,

@@ -266,6 +266,9 @@ pub struct ModelInfo {
     pub context: Option<u32>,
     /// Set when the model failed to load.
     pub unavailable: Option<String>,
+    /// Requests queued or running right now (gateways pick the least loaded pool).
+    #[serde(default)]
+    pub load: u32,
 }
 
 impl Request for Describe {

@@ -49,6 +49,15 @@ pub enum MetaCommand {
     },
     /// Declares where an inference pool runs.
     PutPool(PoolMeta),
+    /// Adds a node to the nodes running an inference pool (a pool announces itself).
+    JoinPool {
+        /// Pool (model) name.
+        name: String,
+        /// `embedding` or `chat`.
+        kind: String,
+        /// Node running it.
+        node: String,
+    },
     /// Records a node's status as the leader saw it (alive, dead, left).
     SetNodeStatus {
         /// Node id.
@@ -85,7 +94,7 @@ pub struct CollectionMeta {
 pub struct PoolMeta {
     /// Pool (model) name.
     pub name: String,
-    /// `embed` or `chat`.
+    /// `embedding` or `chat`.
     pub kind: String,
     /// Node ids running a replica of the pool.
     pub nodes: Vec<String>,
@@ -141,6 +150,18 @@ impl ClusterMeta {
             }
             MetaCommand::PutPool(p) => {
                 self.pools.insert(p.name.clone(), p.clone());
+                None
+            }
+            MetaCommand::JoinPool { name, kind, node } => {
+                let p = self.pools.entry(name.clone()).or_insert_with(|| PoolMeta {
+                    name: name.clone(),
+                    kind: kind.clone(),
+                    nodes: Vec::new(),
+                });
+                if !p.nodes.contains(node) {
+                    p.nodes.push(node.clone());
+                    p.nodes.sort();
+                }
                 None
             }
             MetaCommand::SetNodeStatus { node, status } => {
@@ -325,6 +346,20 @@ mod tests {
         });
         m.apply(&MetaCommand::PutCollection(CollectionMeta { dim: 4, ..c }));
         assert_eq!(m.collections["docs"].placement[&0], vec!["a", "b"]);
+    }
+
+    #[test]
+    fn pools_record_each_node_once() {
+        let mut m = ClusterMeta::default();
+        let join = |node: &str| MetaCommand::JoinPool {
+            name: "minilm".into(),
+            kind: "embedding".into(),
+            node: node.into(),
+        };
+        m.apply(&join("b"));
+        m.apply(&join("a"));
+        m.apply(&join("b"));
+        assert_eq!(m.pools["minilm"].nodes, vec!["a", "b"]);
     }
 
     #[test]

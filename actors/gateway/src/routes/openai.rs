@@ -14,7 +14,7 @@ use abi_protocol::inference::{
     Chat, ChatCancel, ChatChunk, ChatMessage, ChatOpen, ChatPoll, ChatRequest, Describe, Embed,
     FinishReason, InferenceError, StepLogprobs,
 };
-use abi_protocol::{ActorPath, paths};
+use abi_protocol::{ActorPath, NodeId, paths};
 use abi_runtime::{AskError, Node};
 use actix_web::body::{BodySize, MessageBody};
 use actix_web::http::StatusCode;
@@ -88,33 +88,66 @@ fn ask_error(model: &str, e: AskError) -> ApiError {
     }
 }
 
-/// The pool serving `model`: this node's when it runs one, otherwise the first alive
-/// member whose pool answers (so any gateway serves every model of the cluster).
+/// The pool serving `model`: this node's when it runs one, otherwise the least loaded
+/// of the other nodes running it (so any gateway serves every model of the cluster).
 async fn pool_path(node: &Node, model: &str) -> Result<ActorPath, ApiError> {
     let local = local_pool_path(node, model)?;
     if node.registry().contains(&local.name) {
         return Ok(local);
     }
-    remote_pool(node, &local.name)
+    remote_pool(node, model, &local.name)
         .await
         .ok_or_else(|| model_not_found(model))
 }
 
-/// Asks the alive members (other than this node) for `inference/<model>`; first that
-/// answers a usable pool wins.
-async fn remote_pool(node: &Node, name: &str) -> Option<ActorPath> {
+/// Nodes that may run pool `model`: those the cluster metadata records (pools announce
+/// themselves there), or every alive member on a node without the metadata group.
+async fn pool_candidates(node: &Node, model: &str) -> Vec<NodeId> {
     use abi_protocol::membership::{ListNodes, NodeStatus, PATH};
-    let members = node
-        .ask(&node.path(PATH).ok()?, ListNodes, Duration::from_secs(2))
-        .await
-        .ok()?;
-    let probes = members
+    let ttl = Duration::from_secs(2);
+    let Ok(list) = node.path(PATH) else {
+        return Vec::new();
+    };
+    let Ok(members) = node.ask(&list, ListNodes, ttl).await else {
+        return Vec::new();
+    };
+    let alive = members
         .into_iter()
         .filter(|m| m.id != *node.id() && m.status == NodeStatus::Alive)
-        .map(|m| async move {
-            let path = ActorPath::new(m.id, 0, name).ok()?;
+        .map(|m| m.id);
+    let recorded = match node.path(abi_protocol::raft::PATH) {
+        Ok(p) => match node
+            .ask(
+                &p,
+                abi_protocol::raft::ReadMeta {
+                    linearizable: false,
+                },
+                ttl,
+            )
+            .await
+        {
+            Ok(Ok(meta)) => meta.pools.get(model).map(|p| p.nodes.clone()),
+            _ => None,
+        },
+        Err(_) => None,
+    };
+    match recorded {
+        Some(nodes) => alive
+            .filter(|id| nodes.iter().any(|n| n == id.as_str()))
+            .collect(),
+        None => alive.collect(),
+    }
+}
+
+/// Asks the candidate nodes' pools how loaded they are; the least loaded usable one wins.
+async fn remote_pool(node: &Node, model: &str, name: &str) -> Option<ActorPath> {
+    let probes = pool_candidates(node, model)
+        .await
+        .into_iter()
+        .map(|id| async move {
+            let path = ActorPath::new(id, 0, name).ok()?;
             match node.ask(&path, Describe, Duration::from_secs(2)).await {
-                Ok(info) if info.unavailable.is_none() => Some(path),
+                Ok(info) if info.unavailable.is_none() => Some((info.load, path)),
                 _ => None,
             }
         });
@@ -122,7 +155,8 @@ async fn remote_pool(node: &Node, name: &str) -> Option<ActorPath> {
         .await
         .into_iter()
         .flatten()
-        .next()
+        .min_by_key(|(load, _)| *load)
+        .map(|(_, path)| path)
 }
 
 fn local_pool_path(node: &Node, model: &str) -> Result<ActorPath, ApiError> {

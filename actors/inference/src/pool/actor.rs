@@ -63,6 +63,8 @@ pub struct PoolArgs {
     pub config: PoolConfig,
     /// This pool's metric series.
     pub metrics: PoolMetrics,
+    /// The node, to announce the pool in the cluster metadata (`None` in unit tests).
+    pub node: Option<abi_runtime::Node>,
 }
 
 /// The pool actor.
@@ -94,6 +96,8 @@ pub struct PoolState {
     flush_timer: Option<FlushTimer>,
     poison_next: bool,
     metrics: PoolMetrics,
+    /// Announces the pool in the cluster metadata (aborted when the pool stops).
+    announce: Option<JoinHandle<()>>,
 }
 
 type FlushTimer = JoinHandle<Result<(), ractor::MessagingErr<PoolMsg>>>;
@@ -129,6 +133,36 @@ async fn spawn_worker(
         .await
         .map(|(r, _join)| r)
         .map_err(|e| e.to_string())
+}
+
+/// Records in the cluster metadata that this node runs the pool, so that every gateway
+/// finds it there. Retried while the group has no leader; a node without `[raft]` has
+/// no metadata actor and nothing to announce to.
+async fn announce(node: abi_runtime::Node, info: ModelInfo) {
+    use abi_protocol::raft::{MetaCommand, PATH, Propose};
+    let Ok(path) = node.path(PATH) else { return };
+    let cmd = MetaCommand::JoinPool {
+        name: info.id.clone(),
+        kind: match info.kind {
+            ModelKind::Embedding => "embedding",
+            ModelKind::Chat => "chat",
+        }
+        .into(),
+        node: node.id().to_string(),
+    };
+    for _ in 0..60 {
+        match node
+            .ask(&path, Propose::new(cmd.clone()), Duration::from_secs(5))
+            .await
+        {
+            Ok(Ok(_)) => return,
+            Err(abi_runtime::AskError::NoSuchActor(_)) => return,
+            Ok(Err(e)) => tracing::debug!(error = %e, "pool announcement retried"),
+            Err(e) => tracing::debug!(error = %e, "pool announcement retried"),
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    tracing::warn!(model = %info.id, "pool not recorded in the cluster metadata");
 }
 
 fn source_path(entry: &ModelEntry) -> String {
@@ -308,6 +342,7 @@ impl Actor for Pool {
             dim: None,
             context: None,
             unavailable: None,
+            load: 0,
         };
         let mut slots = Vec::new();
         let loaded = Arc::new(parking_lot::Mutex::new(None));
@@ -338,6 +373,12 @@ impl Actor for Pool {
         {
             info = l;
         }
+        let announce = match &args.node {
+            Some(node) if info.unavailable.is_none() => {
+                Some(tokio::spawn(announce(node.clone(), info.clone())))
+            }
+            _ => None,
+        };
         Ok(PoolState {
             entry,
             config: args.config,
@@ -349,6 +390,7 @@ impl Actor for Pool {
             flush_timer: None,
             poison_next: false,
             metrics: args.metrics,
+            announce,
         })
     }
 
@@ -358,6 +400,9 @@ impl Actor for Pool {
         state: &mut PoolState,
     ) -> Result<(), ActorProcessingErr> {
         if let Some(t) = state.flush_timer.take() {
+            t.abort();
+        }
+        if let Some(t) = state.announce.take() {
             t.abort();
         }
         Ok(())
@@ -438,7 +483,9 @@ impl Actor for Pool {
                     .retain(|p| !matches!(p, Pending::Stream(s, _, _) if *s == id));
             }
             PoolMsg::Describe(call) => {
-                let info = state.info.clone();
+                let mut info = state.info.clone();
+                let busy = state.slots.iter().filter(|s| s.busy).count();
+                info.load = (state.queue.len() + busy) as u32;
                 call.reply(info);
             }
             PoolMsg::Health(call) => {

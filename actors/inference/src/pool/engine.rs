@@ -64,6 +64,7 @@ impl Engine {
                 dim: Some(e.dim() as u32),
                 context: None,
                 unavailable: None,
+                load: 0,
             },
             Self::Chat(c) => ModelInfo {
                 id: id.to_string(),
@@ -71,6 +72,7 @@ impl Engine {
                 dim: None,
                 context: Some(c.context_length() as u32),
                 unavailable: None,
+                load: 0,
             },
         }
     }

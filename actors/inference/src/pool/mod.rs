@@ -29,6 +29,7 @@ pub fn pool_spec(entry: ModelEntry, config: PoolConfig) -> ChildSpec {
             metrics: metrics::InferenceMetrics::of(&ctx.node).pool(&entry.id),
             entry: entry.clone(),
             config: config.clone(),
+            node: Some(ctx.node.clone()),
         };
         async move {
             let r = ctx.spawn(Pool, args).await?;

@@ -266,6 +266,7 @@ async fn worker_panic_fails_its_request_and_is_restarted() {
             entry: entry.clone(),
             config: PoolConfig::default(),
             metrics: crate::pool::metrics::PoolMetrics::detached(),
+            node: None,
         };
         let cap = cap.clone();
         async move {
