@@ -16,12 +16,13 @@ use crate::ApiError;
 
 /// Registers every route.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cluster::configure(cfg);
+    // The data paths first: actix tries services in registration order.
+    qdrant::configure(cfg);
     openai::configure(cfg);
+    cluster::configure(cfg);
     compute::configure(cfg);
     membership::configure(cfg);
     observe::configure(cfg);
-    qdrant::configure(cfg);
     raft::configure(cfg);
     cfg.route("/openapi.json", web::get().to(crate::openapi::openapi_json));
 }

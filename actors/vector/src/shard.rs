@@ -48,6 +48,9 @@ pub struct ShardConfig {
     pub compact_min: usize,
     /// WAL segment size.
     pub wal_segment_bytes: u64,
+    /// Shards with at most this many vector components are searched by exact scan
+    /// ([`FULL_SCAN_FLOATS`]; 0 always walks the graph).
+    pub full_scan_floats: usize,
 }
 
 impl ShardConfig {
@@ -61,6 +64,7 @@ impl ShardConfig {
             compact_ratio: 0.2,
             compact_min: 1000,
             wal_segment_bytes: 64 << 20,
+            full_scan_floats: FULL_SCAN_FLOATS,
         }
     }
 }
@@ -120,6 +124,15 @@ struct State {
     inserted_after_load: usize,
     loaded: bool,
 }
+
+/// Shards holding at most this many vector components (1 MiB of `f32`) answer searches
+/// by an exact scan rather than the graph (like Qdrant's `full_scan_threshold`): at this
+/// size a scan takes tens of microseconds and always finds the true nearest points.
+pub const FULL_SCAN_FLOATS: usize = 1 << 18;
+
+/// Up to this many hits, a scan keeps them in a small sorted buffer instead of
+/// collecting and partially sorting every distance.
+const SMALL_K: usize = 128;
 
 /// A shard of a collection; see the module docs.
 pub struct Shard {
@@ -537,49 +550,48 @@ impl Shard {
         }
         let ef = q.ef.unwrap_or(self.cfg.hnsw.ef) as usize;
         let st = self.state.read();
-        let clean = q.filter.is_none() && st.dead == 0 && st.index.len() == st.slots.len();
-        let mut hits: Vec<(PointId, f32)> = if clean {
-            st.index
-                .search(&v, want, ef, None)
-                .into_iter()
-                .filter_map(|(slot, d)| st.live(slot).map(|id| (id, d)))
-                .collect()
+        let hits = if self.small(&st) {
+            // Small shard: an exact scan is cheaper than a graph walk, and exact.
+            self.scan(&st, &v, q.filter.as_ref(), want)
         } else {
-            let keep = |slot: usize| match st.live(slot) {
-                None => false,
-                Some(id) => q
-                    .filter
-                    .as_ref()
-                    .is_none_or(|f| st.points.get(&id).is_some_and(|s| matches(f, id, s))),
+            let clean = q.filter.is_none() && st.dead == 0 && st.index.len() == st.slots.len();
+            let hits: Vec<(PointId, f32)> = if clean {
+                st.index
+                    .search(&v, want, ef, None)
+                    .into_iter()
+                    .filter_map(|(slot, d)| st.live(slot).map(|id| (id, d)))
+                    .collect()
+            } else {
+                let keep = |slot: usize| match st.live(slot) {
+                    None => false,
+                    Some(id) => q
+                        .filter
+                        .as_ref()
+                        .is_none_or(|f| st.points.get(&id).is_some_and(|s| matches(f, id, s))),
+                };
+                st.index
+                    .search(&v, want, ef, Some(&keep))
+                    .into_iter()
+                    .filter_map(|(slot, d)| st.live(slot).map(|id| (id, d)))
+                    .collect()
             };
-            st.index
-                .search(&v, want, ef, Some(&keep))
-                .into_iter()
-                .filter_map(|(slot, d)| st.live(slot).map(|id| (id, d)))
-                .collect()
-        };
-        if hits.len() < want {
-            // The graph walk ran out (very selective filter, many tombstones, tiny shard):
-            // answer exactly by a scan when more matching points exist than were found.
-            let matching = match &q.filter {
-                None => st.points.len(),
-                Some(f) => st
-                    .points
-                    .iter()
-                    .filter(|(id, s)| matches(f, **id, s))
-                    .count(),
-            };
-            if matching > hits.len() {
-                hits = st
-                    .points
-                    .iter()
-                    .filter(|(id, s)| q.filter.as_ref().is_none_or(|f| matches(f, **id, s)))
-                    .map(|(id, s)| (*id, self.dist.index_distance(&v, &s.vector)))
-                    .collect();
-                hits.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
-                hits.truncate(want);
+            // The graph walk ran out (very selective filter, many tombstones): answer
+            // exactly by a scan when more matching points exist than were found.
+            let short = hits.len() < want
+                && match &q.filter {
+                    None => st.points.len(),
+                    Some(f) => st
+                        .points
+                        .iter()
+                        .filter(|(id, s)| matches(f, **id, s))
+                        .count(),
+                } > hits.len();
+            if short {
+                self.scan(&st, &v, q.filter.as_ref(), want)
+            } else {
+                hits
             }
-        }
+        };
         let out = hits
             .into_iter()
             .map(|(id, d)| (id, self.dist.score(d)))
@@ -602,6 +614,56 @@ impl Shard {
             })
             .collect();
         Ok(out)
+    }
+
+    /// The `want` nearest live points matching `filter`, by computing every distance.
+    fn scan(
+        &self,
+        st: &State,
+        v: &[f32],
+        filter: Option<&Filter>,
+        want: usize,
+    ) -> Vec<(PointId, f32)> {
+        let order =
+            |a: &(PointId, f32), b: &(PointId, f32)| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0));
+        let candidates = st
+            .points
+            .iter()
+            .filter(|(id, s)| filter.is_none_or(|f| matches(f, **id, s)))
+            .map(|(id, s)| (*id, self.dist.index_distance(v, &s.vector)));
+        if want > SMALL_K {
+            let mut hits: Vec<(PointId, f32)> = candidates.collect();
+            if hits.len() > want {
+                hits.select_nth_unstable_by(want - 1, order);
+                hits.truncate(want);
+            }
+            hits.sort_unstable_by(order);
+            return hits;
+        }
+        // Few hits wanted: keep the best so far sorted; most points are rejected by one
+        // comparison with the worst kept.
+        let mut best: Vec<(PointId, f32)> = Vec::with_capacity(want + 1);
+        for hit in candidates {
+            if best.len() == want {
+                if best.last().is_some_and(|w| order(&hit, w).is_ge()) {
+                    continue;
+                }
+                best.pop();
+            }
+            let at = best.partition_point(|h| order(h, &hit).is_lt());
+            best.insert(at, hit);
+        }
+        best
+    }
+
+    /// Whether this shard is small enough that reads cost microseconds (exact scans):
+    /// the shard actor then answers them inline instead of on a blocking thread.
+    pub fn is_small(&self) -> bool {
+        self.small(&self.state.read())
+    }
+
+    fn small(&self, st: &State) -> bool {
+        st.points.len().saturating_mul(self.cfg.dim) <= self.cfg.full_scan_floats
     }
 
     /// Writes a snapshot (index dump + point store) and drops the WAL segments it covers.

@@ -89,13 +89,18 @@ pub(crate) fn join_err(e: tokio::task::JoinError) -> VectorError {
 }
 
 /// Runs `f` on a blocking thread in a task tracked by `tasks` and hands its result to
-/// `reply` (shared with the replica actor).
+/// `reply` (shared with the replica actor). On a small shard the read costs microseconds
+/// and runs right here: the hand-offs to and from a blocking thread would cost more.
 pub(crate) fn spawn_read<T: Send + 'static>(
     tasks: &mut JoinSet<()>,
     shard: &Arc<Shard>,
     f: impl FnOnce(&Shard) -> Result<T, VectorError> + Send + 'static,
     reply: impl FnOnce(Result<T, VectorError>) + Send + 'static,
 ) {
+    if shard.is_small() {
+        reply(f(shard));
+        return;
+    }
     let shard = Arc::clone(shard);
     // The handler's span stays open until the read is answered.
     tasks.spawn(

@@ -42,57 +42,33 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .limit(MAX_BODY)
             .error_handler(|e, _| extractor_error(e))
     };
-    cfg.service(web::resource("/collections").route(web::get().to(list_collections)))
-        .service(
-            web::resource("/collections/{name}")
-                .app_data(json())
-                .route(web::get().to(get_collection))
-                .route(web::put().to(create_collection))
-                .route(web::delete().to(delete_collection)),
-        )
-        .service(web::resource("/collections/{name}/exists").route(web::get().to(exists)))
-        .service(
-            web::resource("/collections/{name}/points")
-                .app_data(json())
-                .route(web::put().to(upsert))
-                .route(web::post().to(retrieve)),
-        )
-        .service(
-            web::resource("/collections/{name}/points/delete")
-                .app_data(json())
-                .route(web::post().to(delete_points)),
-        )
-        .service(
-            web::resource("/collections/{name}/points/search")
-                .app_data(json())
-                .route(web::post().to(search)),
-        )
-        .service(
-            web::resource("/collections/{name}/points/search/batch")
-                .app_data(json())
-                .route(web::post().to(search_batch)),
-        )
-        .service(
-            web::resource("/collections/{name}/points/query")
-                .app_data(json())
-                .route(web::post().to(query)),
-        )
-        .service(
-            web::resource("/collections/{name}/points/query/batch")
-                .app_data(json())
-                .route(web::post().to(query_batch)),
-        )
-        .service(
-            web::resource("/collections/{name}/points/scroll")
-                .app_data(json())
-                .route(web::post().to(scroll)),
-        )
-        .service(
-            web::resource("/collections/{name}/points/count")
-                .app_data(json())
-                .route(web::post().to(count)),
-        )
-        .service(web::resource("/collections/{name}/points/{id}").route(web::get().to(get_point)));
+    // One scope: requests for other paths pay a prefix check, not one pattern match per
+    // route; the hot data-path routes come first (actix tries them in order).
+    let r = |p: &str| web::resource(p).app_data(json());
+    cfg.service(
+        web::scope("/collections")
+            .service(r("/{name}/points/search").route(web::post().to(search)))
+            .service(r("/{name}/points/query").route(web::post().to(query)))
+            .service(
+                r("/{name}/points")
+                    .route(web::put().to(upsert))
+                    .route(web::post().to(retrieve)),
+            )
+            .service(r("/{name}/points/search/batch").route(web::post().to(search_batch)))
+            .service(r("/{name}/points/query/batch").route(web::post().to(query_batch)))
+            .service(r("/{name}/points/delete").route(web::post().to(delete_points)))
+            .service(r("/{name}/points/scroll").route(web::post().to(scroll)))
+            .service(r("/{name}/points/count").route(web::post().to(count)))
+            .service(web::resource("/{name}/points/{id}").route(web::get().to(get_point)))
+            .service(web::resource("/{name}/exists").route(web::get().to(exists)))
+            .service(
+                r("/{name}")
+                    .route(web::get().to(get_collection))
+                    .route(web::put().to(create_collection))
+                    .route(web::delete().to(delete_collection)),
+            )
+            .service(web::resource("").route(web::get().to(list_collections))),
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
