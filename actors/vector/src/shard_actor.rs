@@ -2,8 +2,11 @@
 //!
 //! Writes are applied in mailbox order (the handler awaits the blocking apply); their fsync and
 //! the acknowledgement run in a tracked task so that concurrent writers share fsyncs (group
-//! commit). Reads run concurrently on blocking threads. Every task lives in the actor's
-//! `JoinSet` and is aborted when the actor stops; a final snapshot is written on stop.
+//! commit). Reads run on the shard read pool (one thread per core, shared by every shard:
+//! a 4-shard search on 2 cores queues rather than time-slices) and answer from there; a
+//! read holds its shard by `Arc`, so one in flight when the actor stops still completes.
+//! Every task lives in the actor's `JoinSet` and is aborted when the actor stops; a final
+//! snapshot is written on stop.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -18,7 +21,6 @@ use abi_protocol::vector::shard::{
 use abi_runtime::Call;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::task::JoinSet;
-use tracing::Instrument as _;
 
 use crate::metrics::ShardMetrics;
 use crate::shard::{Shard, ShardConfig};
@@ -88,11 +90,11 @@ pub(crate) fn join_err(e: tokio::task::JoinError) -> VectorError {
     VectorError::Unavailable(format!("shard task failed: {e}"))
 }
 
-/// Runs `f` on a blocking thread in a task tracked by `tasks` and hands its result to
-/// `reply` (shared with the replica actor). On a small shard the read costs microseconds
-/// and runs right here: the hand-offs to and from a blocking thread would cost more.
+/// Runs `f` on the shard read pool and hands its result to `reply` (shared with the
+/// replica actor); a read panicking there answers an error. On a small shard the read
+/// costs microseconds and runs right here: the hand-offs to and from a thread would cost
+/// more.
 pub(crate) fn spawn_read<T: Send + 'static>(
-    tasks: &mut JoinSet<()>,
     shard: &Arc<Shard>,
     f: impl FnOnce(&Shard) -> Result<T, VectorError> + Send + 'static,
     reply: impl FnOnce(Result<T, VectorError>) + Send + 'static,
@@ -103,16 +105,28 @@ pub(crate) fn spawn_read<T: Send + 'static>(
     }
     let shard = Arc::clone(shard);
     // The handler's span stays open until the read is answered.
-    tasks.spawn(
-        async move {
-            let r = tokio::task::spawn_blocking(move || f(&shard))
-                .await
-                .map_err(join_err)
-                .and_then(|r| r);
-            reply(r);
-        }
-        .in_current_span(),
-    );
+    let span = tracing::Span::current();
+    read_pool().spawn(move || {
+        let _in = span.enter();
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&shard)))
+            .unwrap_or_else(|_| Err(VectorError::Unavailable("shard read panicked".into())));
+        reply(r);
+    });
+}
+
+/// The threads that run shard reads: one per core, like the searches' CPU budget, so
+/// that concurrent searches queue instead of time-slicing each other (and index builds,
+/// which use rayon's global pool, do not hold reads back).
+fn read_pool() -> &'static rayon::ThreadPool {
+    static POOL: std::sync::OnceLock<rayon::ThreadPool> = std::sync::OnceLock::new();
+    POOL.get_or_init(|| {
+        let n = std::thread::available_parallelism().map_or(2, |n| n.get());
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .thread_name(|i| format!("abi-read-{i}"))
+            .build()
+            .unwrap_or_else(|e| panic!("cannot start the shard read pool: {e}"))
+    })
 }
 
 impl ShardState {
@@ -122,7 +136,7 @@ impl ShardState {
         f: impl FnOnce(&Shard) -> Result<T, VectorError> + Send + 'static,
         reply: impl FnOnce(Result<T, VectorError>) + Send + 'static,
     ) {
-        spawn_read(&mut self.tasks, &self.shard, f, reply);
+        spawn_read(&self.shard, f, reply);
     }
 
     /// Starts a compaction when tombstones call for one (at most one at a time).

@@ -577,7 +577,7 @@ impl ReplicaState {
         let ctx = self.ctx.clone();
         if !linearizable {
             if ctx.serves_reads() {
-                spawn_read(&mut self.tasks, &ctx.shard, f, move |r| reply.send(r));
+                spawn_read(&ctx.shard, f, move |r| reply.send(r));
             } else {
                 // A learner is still being filled.
                 reply.send(Err(VectorError::Unavailable(format!(
