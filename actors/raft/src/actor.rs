@@ -26,7 +26,9 @@ use crate::batch::Batcher;
 use crate::log_store::LogStore;
 use crate::metrics::{Outcome, RaftMetrics};
 use crate::network::{LearnAddr, Network};
-use crate::rpc::{AppendRpc, SnapshotRpc, VoteRpc};
+use crate::rpc::{
+    AppendRpc, SnapshotRpc, VoteRpc, answer_append, answer_snapshot, answer_vote, view,
+};
 use crate::state_machine::{MetaView, StateMachine};
 use crate::types::{Member, MemberId, Raft, TypeConfig, member_id};
 
@@ -261,34 +263,9 @@ impl Actor for RaftActor {
         }
         let ctx = state.ctx.clone();
         match msg {
-            RaftMsg::Append(call) => {
-                let (req, reply) = call.into_parts();
-                state.tasks.spawn(async move {
-                    reply.send(
-                        ctx.raft
-                            .append_entries(req.0)
-                            .await
-                            .map_err(|e| e.to_string()),
-                    );
-                });
-            }
-            RaftMsg::Vote(call) => {
-                let (req, reply) = call.into_parts();
-                state.tasks.spawn(async move {
-                    reply.send(ctx.raft.vote(req.0).await.map_err(|e| e.to_string()));
-                });
-            }
-            RaftMsg::Snapshot(call) => {
-                let (req, reply) = call.into_parts();
-                state.tasks.spawn(async move {
-                    reply.send(
-                        ctx.raft
-                            .install_snapshot(req.0)
-                            .await
-                            .map_err(|e| e.to_string()),
-                    );
-                });
-            }
+            RaftMsg::Append(call) => answer_append(&mut state.tasks, &ctx.raft, call),
+            RaftMsg::Vote(call) => answer_vote(&mut state.tasks, &ctx.raft, call),
+            RaftMsg::Snapshot(call) => answer_snapshot(&mut state.tasks, &ctx.raft, call),
             RaftMsg::Propose(call) => {
                 let deadline = call.deadline();
                 let (req, reply) = call.into_parts();
@@ -457,29 +434,19 @@ impl Ctx {
 
     fn status(&self) -> RaftStatus {
         let m = self.raft.metrics().borrow().clone();
+        let v = view(&m);
         let mem = m.membership_config.membership();
-        let name = |id: MemberId| {
-            mem.get_node(&id)
-                .map_or_else(|| id.to_string(), |n| n.name.clone())
-        };
         RaftStatus {
             node: self.me.name.clone(),
-            state: match m.state {
-                ServerState::Leader => "leader",
-                ServerState::Follower => "follower",
-                ServerState::Candidate => "candidate",
-                ServerState::Learner => "learner",
-                ServerState::Shutdown => "shutdown",
-            }
-            .into(),
-            leader: m.current_leader.map(name),
-            term: m.current_term,
-            commit_index: m.last_applied.map(|l| l.index),
+            state: v.state.into(),
+            leader: v.leader,
+            term: v.term,
+            commit_index: v.applied,
             last_log_index: m.last_log_index,
             snapshot_index: m.snapshot.map(|l| l.index),
             purged_index: m.purged.map(|l| l.index),
-            voters: mem.voter_ids().map(name).collect(),
-            learners: mem.learner_ids().map(name).collect(),
+            voters: v.voters,
+            learners: v.learners,
             addrs: mem
                 .nodes()
                 .map(|(_, n)| (n.name.clone(), n.addr.clone()))

@@ -195,6 +195,20 @@ where
 }
 
 impl ManagerState {
+    /// Refuses an invalid config, a reserved name or a name in use.
+    fn check_new(&self, cfg: &CollectionConfig) -> Result<(), VectorError> {
+        validate_config(cfg)?;
+        if cfg.name == MANAGER_NAME {
+            return Err(VectorError::BadRequest(format!(
+                "{MANAGER_NAME:?} is a reserved name"
+            )));
+        }
+        if self.collections.contains_key(&cfg.name) {
+            return Err(VectorError::AlreadyExists(cfg.name.clone()));
+        }
+        Ok(())
+    }
+
     /// A collection's definition and how its shards are reached.
     fn target(&self, name: &str) -> Result<(CollectionConfig, Route), VectorError> {
         let cfg = self
@@ -464,15 +478,7 @@ impl Actor for Manager {
                 let (req, reply) = call.into_parts();
                 let cfg = req.config;
                 let placed = async {
-                    validate_config(&cfg)?;
-                    if cfg.name == MANAGER_NAME {
-                        return Err(VectorError::BadRequest(format!(
-                            "{MANAGER_NAME:?} is a reserved name"
-                        )));
-                    }
-                    if st.collections.contains_key(&cfg.name) {
-                        return Err(VectorError::AlreadyExists(cfg.name.clone()));
-                    }
+                    st.check_new(&cfg)?;
                     st.create_replicated(&cfg).await
                 }
                 .await;
@@ -496,15 +502,7 @@ impl Actor for Manager {
                 let (req, reply) = call.into_parts();
                 let cfg = req.config;
                 let r = async {
-                    validate_config(&cfg)?;
-                    if cfg.name == MANAGER_NAME {
-                        return Err(VectorError::BadRequest(format!(
-                            "{MANAGER_NAME:?} is a reserved name"
-                        )));
-                    }
-                    if st.collections.contains_key(&cfg.name) {
-                        return Err(VectorError::AlreadyExists(cfg.name.clone()));
-                    }
+                    st.check_new(&cfg)?;
                     let dir = st.args.root.join(&cfg.name);
                     let c = cfg.clone();
                     tokio::task::spawn_blocking(move || save_config(&dir, &c))

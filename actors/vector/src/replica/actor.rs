@@ -15,11 +15,13 @@ use abi_protocol::vector::shard::{
     ShardCount, ShardDelete, ShardGet, ShardScroll, ShardSearch, ShardSnapshot, ShardUpsert,
 };
 use abi_protocol::vector::{VectorError, WriteAck};
-use abi_raft::rpc::{AppendRpc, SnapshotRpc, VoteRpc};
+use abi_raft::rpc::{
+    AppendRpc, SnapshotRpc, VoteRpc, answer_append, answer_snapshot, answer_vote, view,
+};
 use abi_raft::{LogStore, Member, MemberId, Network, member_id};
 use abi_runtime::{Call, Node, ReplyTo};
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
-use openraft::{ChangeMembers, ServerState, SnapshotPolicy};
+use openraft::{ChangeMembers, SnapshotPolicy};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinSet;
@@ -203,27 +205,15 @@ impl Ctx {
     }
 
     fn status(&self) -> ReplicaStatus {
-        let m = self.raft.metrics().borrow().clone();
-        let mem = m.membership_config.membership();
-        let name = |id: MemberId| {
-            mem.get_node(&id)
-                .map_or_else(|| id.to_string(), |n| n.name.clone())
-        };
+        let v = view(&self.raft.metrics().borrow());
         ReplicaStatus {
             node: self.me.name.clone(),
-            state: match m.state {
-                ServerState::Leader => "leader",
-                ServerState::Follower => "follower",
-                ServerState::Candidate => "candidate",
-                ServerState::Learner => "learner",
-                ServerState::Shutdown => "shutdown",
-            }
-            .into(),
-            leader: m.current_leader.map(name),
-            term: m.current_term,
-            applied: m.last_applied.map_or(0, |l| l.index),
-            voters: mem.voter_ids().map(name).collect(),
-            learners: mem.learner_ids().map(name).collect(),
+            state: v.state.into(),
+            leader: v.leader,
+            term: v.term,
+            applied: v.applied.unwrap_or(0),
+            voters: v.voters,
+            learners: v.learners,
             points: self.shard.len() as u64,
         }
     }
@@ -496,34 +486,9 @@ impl Actor for ReplicaActor {
                     },
                 });
             }
-            ReplicaMsg::Append(call) => {
-                let (req, reply) = call.into_parts();
-                st.tasks.spawn(async move {
-                    reply.send(
-                        ctx.raft
-                            .append_entries(req.0)
-                            .await
-                            .map_err(|e| e.to_string()),
-                    );
-                });
-            }
-            ReplicaMsg::Vote(call) => {
-                let (req, reply) = call.into_parts();
-                st.tasks.spawn(async move {
-                    reply.send(ctx.raft.vote(req.0).await.map_err(|e| e.to_string()));
-                });
-            }
-            ReplicaMsg::InstallSnapshot(call) => {
-                let (req, reply) = call.into_parts();
-                st.tasks.spawn(async move {
-                    reply.send(
-                        ctx.raft
-                            .install_snapshot(req.0)
-                            .await
-                            .map_err(|e| e.to_string()),
-                    );
-                });
-            }
+            ReplicaMsg::Append(call) => answer_append(&mut st.tasks, &ctx.raft, call),
+            ReplicaMsg::Vote(call) => answer_vote(&mut st.tasks, &ctx.raft, call),
+            ReplicaMsg::InstallSnapshot(call) => answer_snapshot(&mut st.tasks, &ctx.raft, call),
             ReplicaMsg::Placement(call) => {
                 let (req, reply) = call.into_parts();
                 *ctx.desired.lock() = req.members;
