@@ -114,6 +114,15 @@ pub(crate) fn spawn_read<T: Send + 'static>(
     });
 }
 
+/// Writes the shard's snapshot (index dump + point store) on a blocking thread.
+pub(crate) async fn snapshot_index(shard: &Arc<Shard>) -> Result<u64, VectorError> {
+    let shard = Arc::clone(shard);
+    tokio::task::spawn_blocking(move || shard.snapshot())
+        .await
+        .map_err(join_err)
+        .and_then(|r| r)
+}
+
 /// The threads that run shard reads: one per core, like the searches' CPU budget, so
 /// that concurrent searches queue instead of time-slicing each other (and index builds,
 /// which use rayon's global pool, do not hold reads back).
@@ -243,11 +252,7 @@ impl Actor for ShardActor {
                 );
             }
             ShardMsg::Snapshot(call) => {
-                let shard = Arc::clone(&st.shard);
-                let r = tokio::task::spawn_blocking(move || shard.snapshot())
-                    .await
-                    .map_err(join_err)
-                    .and_then(|r| r);
+                let r = snapshot_index(&st.shard).await;
                 if r.is_ok() {
                     st.dirty = false;
                 }
@@ -275,11 +280,9 @@ impl Actor for ShardActor {
                 // Compactions finish in background tasks: refresh the gauge here too.
                 st.metrics.tombstones.set(st.shard.tombstones() as i64);
                 if st.dirty {
-                    let shard = Arc::clone(&st.shard);
-                    match tokio::task::spawn_blocking(move || shard.snapshot()).await {
-                        Ok(Ok(_)) => st.dirty = false,
-                        Ok(Err(e)) => tracing::error!(error = %e, "periodic snapshot failed"),
-                        Err(e) => tracing::error!(error = %e, "periodic snapshot panicked"),
+                    match snapshot_index(&st.shard).await {
+                        Ok(_) => st.dirty = false,
+                        Err(e) => tracing::error!(error = %e, "periodic snapshot failed"),
                     }
                 }
             }
@@ -298,11 +301,9 @@ impl Actor for ShardActor {
         st.tasks.abort_all();
         while st.tasks.join_next().await.is_some() {}
         if st.dirty {
-            let shard = Arc::clone(&st.shard);
-            match tokio::task::spawn_blocking(move || shard.snapshot()).await {
-                Ok(Ok(seq)) => tracing::info!(seq, "shard snapshot on stop"),
-                Ok(Err(e)) => tracing::error!(error = %e, "snapshot on stop failed"),
-                Err(e) => tracing::error!(error = %e, "snapshot on stop panicked"),
+            match snapshot_index(&st.shard).await {
+                Ok(seq) => tracing::info!(seq, "shard snapshot on stop"),
+                Err(e) => tracing::error!(error = %e, "snapshot on stop failed"),
             }
         }
         Ok(())

@@ -30,7 +30,7 @@ use super::group::{ShardGroup, ShardOp, ShardRaft};
 use super::machine::ShardMachine;
 use crate::metrics::ShardMetrics;
 use crate::shard::{Shard, ShardConfig};
-use crate::shard_actor::{join_err, spawn_read};
+use crate::shard_actor::{join_err, snapshot_index, spawn_read};
 
 /// How often the replica snapshots its index (bounds restart time) and retries a
 /// membership change that failed.
@@ -469,12 +469,7 @@ impl Actor for ReplicaActor {
                 );
             }
             ReplicaMsg::Snapshot(call) => {
-                let shard = ctx.shard.clone();
-                let r = tokio::task::spawn_blocking(move || shard.snapshot())
-                    .await
-                    .map_err(join_err)
-                    .and_then(|r| r);
-                call.reply(r);
+                call.reply(snapshot_index(&ctx.shard).await);
             }
             ReplicaMsg::Health(call) => {
                 let s = ctx.status();
@@ -500,11 +495,9 @@ impl Actor for ReplicaActor {
                 st.tasks.spawn(ctx.clone().converge());
                 st.ticks += 1;
                 if st.dirty && st.ticks.is_multiple_of(INDEX_SNAPSHOT_TICKS) {
-                    let shard = ctx.shard.clone();
-                    match tokio::task::spawn_blocking(move || shard.snapshot()).await {
-                        Ok(Ok(_)) => st.dirty = false,
-                        Ok(Err(e)) => tracing::error!(error = %e, "replica index snapshot failed"),
-                        Err(e) => tracing::error!(error = %e, "replica index snapshot panicked"),
+                    match snapshot_index(&ctx.shard).await {
+                        Ok(_) => st.dirty = false,
+                        Err(e) => tracing::error!(error = %e, "replica index snapshot failed"),
                     }
                 }
             }
