@@ -307,7 +307,10 @@ impl ManagerState {
             return;
         };
         let node = self.args.node.clone();
-        let meta = match read_meta(&node, false).await {
+        // Through the leader: a member that just restarted (or one outside the group
+        // asking a member) may hold a stale copy, and acting on it would start or delete
+        // replicas the cluster no longer places that way.
+        let meta = match read_meta(&node, true).await {
             Ok(m) => m,
             Err(e) => {
                 tracing::debug!(error = %e, "cluster metadata not readable yet");

@@ -198,10 +198,16 @@ impl Ctx {
         member_id(&self.me.name)
     }
 
-    /// Whether this replica votes (a learner still catching up must not serve reads).
+    /// Whether this replica votes (a learner still catching up must not serve reads) and
+    /// its group core runs.
     fn serves_reads(&self) -> bool {
-        let m = self.raft.metrics().borrow().membership_config.clone();
-        m.membership().voter_ids().any(|v| v == self.my_id())
+        let rx = self.raft.metrics();
+        let m = rx.borrow();
+        m.running_state.is_ok()
+            && m.membership_config
+                .membership()
+                .voter_ids()
+                .any(|v| v == self.my_id())
     }
 
     fn status(&self) -> ReplicaStatus {
@@ -492,6 +498,11 @@ impl Actor for ReplicaActor {
             }
             ReplicaMsg::Status(call) => call.reply(ctx.status()),
             ReplicaMsg::Tick => {
+                // A group core that stopped on a fatal error (storage) does not come back
+                // by itself: fail, and the supervisor restarts the replica from disk.
+                if let Err(e) = &ctx.raft.metrics().borrow().running_state {
+                    return Err(format!("shard group stopped: {e}").into());
+                }
                 st.tasks.spawn(ctx.clone().converge());
                 st.ticks += 1;
                 if st.dirty && st.ticks.is_multiple_of(INDEX_SNAPSHOT_TICKS) {
