@@ -283,16 +283,81 @@ impl ManagerState {
     }
 }
 
+/// A search of a collection whose shards all run here: every shard read straight from
+/// the read pool in one job (shards in parallel), as the in-process engine does.
+async fn search_open(
+    shards: Vec<(Arc<crate::shard::Shard>, ShardMetrics)>,
+    cfg: &CollectionConfig,
+    req: &Search,
+) -> Result<SearchResult, VectorError> {
+    for (_, m) in &shards {
+        m.searches.inc_by(req.queries.len() as u64);
+    }
+    let small = shards.iter().all(|(s, _)| s.is_small());
+    let queries = req.queries.clone();
+    let run = move |parallel: bool| {
+        use rayon::prelude::*;
+        let one = |s: &Arc<crate::shard::Shard>| {
+            queries
+                .iter()
+                .map(|q| s.search(q))
+                .collect::<Result<Vec<_>, _>>()
+        };
+        if parallel {
+            shards.par_iter().map(|(s, _)| one(s)).collect()
+        } else {
+            shards
+                .iter()
+                .map(|(s, _)| one(s))
+                .collect::<Result<Vec<_>, _>>()
+        }
+    };
+    // Small shards answer in microseconds: right here, no hand-off.
+    let by_shard: Vec<Vec<Vec<abi_protocol::vector::ScoredPoint>>> = if small {
+        run(false)?
+    } else {
+        crate::shard_actor::on_read_pool(move || run(true)).await?
+    };
+    let mut per_query = vec![Vec::new(); req.queries.len()];
+    for lists in by_shard {
+        for (q, list) in lists.into_iter().enumerate() {
+            if let Some(slot) = per_query.get_mut(q) {
+                slot.push(list);
+            }
+        }
+    }
+    let hits = per_query
+        .into_iter()
+        .zip(&req.queries)
+        .map(|(lists, q)| merge_top_k(cfg.distance, lists, q.limit as usize, q.offset as usize))
+        .collect();
+    Ok(SearchResult {
+        hits,
+        missing_shards: Vec::new(),
+    })
+}
+
 async fn search(
     node: Node,
     route: Route,
     cfg: CollectionConfig,
     req: Search,
+    root: PathBuf,
 ) -> Result<SearchResult, VectorError> {
     for q in &req.queries {
         crate::shard::check_vector(&q.vector, cfg.dim as usize, cfg.distance)?;
         if let Some(f) = &q.filter {
             filter::validate(f).map_err(VectorError::BadRequest)?;
+        }
+    }
+    if matches!(route, Route::Local) {
+        let dir = root.join(&cfg.name);
+        let open: Option<Vec<_>> = (0..cfg.shards)
+            .map(|i| crate::shard_actor::open_shard(&shard_dir(&dir, i)))
+            .collect();
+        // A shard that is restarting is not open: the asks below report it properly.
+        if let Some(shards) = open {
+            return search_open(shards, &cfg, &req).await;
         }
     }
     let timeout = Duration::from_millis(req.timeout_ms.max(1) as u64);
@@ -638,7 +703,10 @@ impl Actor for Manager {
                 let (req, reply) = call.into_parts();
                 match st.target(&req.collection) {
                     Err(e) => reply.send(Err(e)),
-                    Ok((cfg, route)) => st.answer(reply, search(node, route, cfg, req)),
+                    Ok((cfg, route)) => {
+                        let root = st.args.root.clone();
+                        st.answer(reply, search(node, route, cfg, req, root))
+                    }
                 }
             }
             ManagerMsg::Count(call) => {

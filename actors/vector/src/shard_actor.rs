@@ -9,7 +9,7 @@
 //! snapshot is written on stop.
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use abi_protocol::health::{Check, Report};
@@ -79,6 +79,7 @@ pub struct ShardArgs {
 
 /// Runtime state of a shard actor.
 pub struct ShardState {
+    dir: PathBuf,
     shard: Arc<Shard>,
     tasks: JoinSet<()>,
     timer: Option<tokio::task::JoinHandle<()>>,
@@ -114,6 +115,25 @@ pub(crate) fn spawn_read<T: Send + 'static>(
     });
 }
 
+/// The open shards of this process by directory, so that a local search can read them
+/// on the read pool directly (one hop instead of an ask per shard); writes, lifecycle
+/// and remote reads still go through the shard actors. Entries are weak: a stopped
+/// shard is not kept alive, and a restarted one registers its new instance.
+type OpenShards =
+    parking_lot::Mutex<std::collections::HashMap<PathBuf, (Weak<Shard>, ShardMetrics)>>;
+
+fn open_shards() -> &'static OpenShards {
+    static OPEN: std::sync::OnceLock<OpenShards> = std::sync::OnceLock::new();
+    OPEN.get_or_init(Default::default)
+}
+
+/// The running shard stored in `dir`, with its metric series, if any.
+pub(crate) fn open_shard(dir: &std::path::Path) -> Option<(Arc<Shard>, ShardMetrics)> {
+    let open = open_shards().lock();
+    let (weak, metrics) = open.get(dir)?;
+    Some((weak.upgrade()?, metrics.clone()))
+}
+
 /// Writes the shard's snapshot (index dump + point store) on a blocking thread.
 pub(crate) async fn snapshot_index(shard: &Arc<Shard>) -> Result<u64, VectorError> {
     let shard = Arc::clone(shard);
@@ -121,6 +141,21 @@ pub(crate) async fn snapshot_index(shard: &Arc<Shard>) -> Result<u64, VectorErro
         .await
         .map_err(join_err)
         .and_then(|r| r)
+}
+
+/// Runs `f` on the read pool (where rayon's parallel iterators use the pool's threads)
+/// and waits for its result; a panic in `f` is an error.
+pub(crate) async fn on_read_pool<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, VectorError> + Send + 'static,
+) -> Result<T, VectorError> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    read_pool().spawn(move || {
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+            .unwrap_or_else(|_| Err(VectorError::Unavailable("shard read panicked".into())));
+        let _ = tx.send(r);
+    });
+    rx.await
+        .map_err(|_| VectorError::Unavailable("shard read pool stopped".into()))?
 }
 
 /// The threads that run shard reads: one per core, like the searches' CPU budget, so
@@ -175,11 +210,17 @@ impl Actor for ShardActor {
     ) -> Result<ShardState, ActorProcessingErr> {
         // Opening replays the WAL: blocking work, off the executor.
         let (dir, config, metrics) = (args.dir, args.config, args.metrics);
+        let open_dir = dir.clone();
         let shard = tokio::task::spawn_blocking(move || Shard::open(&dir, config)).await??;
         metrics.tombstones.set(shard.tombstones() as i64);
         let timer = myself.send_interval(SNAPSHOT_EVERY, || ShardMsg::Tick);
+        let shard = Arc::new(shard);
+        open_shards()
+            .lock()
+            .insert(open_dir.clone(), (Arc::downgrade(&shard), metrics.clone()));
         Ok(ShardState {
-            shard: Arc::new(shard),
+            dir: open_dir,
+            shard,
             tasks: JoinSet::new(),
             timer: Some(timer),
             dirty: false,
@@ -297,6 +338,15 @@ impl Actor for ShardActor {
     ) -> Result<(), ActorProcessingErr> {
         if let Some(t) = st.timer.take() {
             t.abort();
+        }
+        {
+            let mut open = open_shards().lock();
+            if open
+                .get(&st.dir)
+                .is_some_and(|(w, _)| std::ptr::eq(w.as_ptr(), Arc::as_ptr(&st.shard)))
+            {
+                open.remove(&st.dir);
+            }
         }
         st.tasks.abort_all();
         while st.tasks.join_next().await.is_some() {}
