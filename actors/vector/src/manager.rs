@@ -284,7 +284,8 @@ impl ManagerState {
 }
 
 /// A search of a collection whose shards all run here: every shard read straight from
-/// the read pool in one job (shards in parallel), as the in-process engine does.
+/// the read pool in one job (shards in parallel), as the in-process engine does,
+/// instead of one ask per shard actor (each a hop and a wake-up). Untraced requests only.
 async fn search_open(
     shards: Vec<(Arc<crate::shard::Shard>, ShardMetrics)>,
     cfg: &CollectionConfig,
@@ -350,7 +351,8 @@ async fn search(
             filter::validate(f).map_err(VectorError::BadRequest)?;
         }
     }
-    if matches!(route, Route::Local) {
+    // A traced request takes the asks, so that its trace shows every shard actor.
+    if matches!(route, Route::Local) && !abi_runtime::trace::traced() {
         let dir = root.join(&cfg.name);
         let open: Option<Vec<_>> = (0..cfg.shards)
             .map(|i| crate::shard_actor::open_shard(&shard_dir(&dir, i)))

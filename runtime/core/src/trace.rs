@@ -94,6 +94,12 @@ pub fn set_parent(span: &Span, traceparent: &str) {
     }
 }
 
+/// True when this code runs on behalf of a traced (sampled) request: a fast path
+/// that would hide actors from the request's trace can step aside.
+pub fn traced() -> bool {
+    enabled() && in_trace()
+}
+
 /// True when the current span is one of ours, i.e. this code runs on behalf
 /// of a traced request.
 fn in_trace() -> bool {
