@@ -268,10 +268,14 @@ impl ManagerState {
             DeviceKind::Cpu => 2,
             DeviceKind::Unknown(_) => 3,
         };
+        let wanted = |s: &Slot| {
+            req.backend.as_deref().is_none_or(|b| b == s.plugin.name())
+                && req.device.is_none_or(|d| d == s.index)
+        };
         let mut best: Option<(usize, u64)> = None;
         let mut most_free = 0u64;
         for (i, s) in self.slots.iter().enumerate() {
-            if !s.healthy || req.backend.as_deref().is_some_and(|b| b != s.plugin.name()) {
+            if !s.healthy || !wanted(s) {
                 continue;
             }
             let free = s.info.memory_total.saturating_sub(s.leased);
@@ -291,21 +295,20 @@ impl ManagerState {
             }
         }
         let Some((i, _)) = best else {
-            if self
-                .slots
-                .iter()
-                .any(|s| s.healthy && req.backend.as_deref().is_none_or(|b| b == s.plugin.name()))
-            {
+            if self.slots.iter().any(|s| s.healthy && wanted(s)) {
                 return Err(GpuError::InsufficientMemory {
                     requested: req.memory,
                     available: most_free,
                 });
             }
             return Err(GpuError::NoDevice(format!(
-                "no healthy device{}",
+                "no healthy device{}{}",
                 req.backend
                     .as_deref()
                     .map(|b| format!(" of backend `{b}`"))
+                    .unwrap_or_default(),
+                req.device
+                    .map(|d| format!(" with index {d}"))
                     .unwrap_or_default()
             )));
         };

@@ -249,6 +249,7 @@ async fn devices_compute_fallback_leases_and_health() {
             Lease {
                 holder: holder.clone(),
                 backend: Some("cpu".into()),
+                device: Some(0),
                 memory: 1 << 20,
             },
             T,
@@ -266,6 +267,7 @@ async fn devices_compute_fallback_leases_and_health() {
             Lease {
                 holder: holder.clone(),
                 backend: Some("cpu".into()),
+                device: None,
                 memory: u64::MAX,
             },
             T,
@@ -275,6 +277,23 @@ async fn devices_compute_fallback_leases_and_health() {
     assert!(
         matches!(too_big, Err(GpuError::InsufficientMemory { .. })),
         "{too_big:?}"
+    );
+    let no_such = node
+        .ask(
+            &gpu,
+            Lease {
+                holder: holder.clone(),
+                backend: Some("cpu".into()),
+                device: Some(7),
+                memory: 1,
+            },
+            T,
+        )
+        .await
+        .expect("ask");
+    assert!(
+        matches!(&no_such, Err(GpuError::NoDevice(m)) if m.contains("index 7")),
+        "{no_such:?}"
     );
     node.ask(
         &gpu,
@@ -305,6 +324,7 @@ async fn devices_compute_fallback_leases_and_health() {
             Lease {
                 holder: holder.clone(),
                 backend: None,
+                device: None,
                 memory: 4096,
             },
             T,

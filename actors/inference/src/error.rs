@@ -27,6 +27,14 @@ pub enum EngineError {
         /// The model's context length.
         context: usize,
     },
+    /// The configured device cannot be used (not in this build, no such GPU, no driver).
+    #[error("device {device}: {reason}")]
+    Device {
+        /// The device as configured, e.g. `cuda:0`.
+        device: String,
+        /// Why it cannot be used.
+        reason: String,
+    },
     /// A tensor operation failed (shape mismatch, out of memory).
     #[error("tensor operation failed: {0}")]
     Tensor(#[from] candle_core::Error),

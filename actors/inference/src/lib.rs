@@ -7,11 +7,13 @@
 //!   and its workers; [`child_spec`] is what the node binary starts.
 
 pub mod chat;
+pub mod device;
 pub mod embed;
 pub mod error;
 mod native;
 pub mod pool;
 pub mod quant;
 
+pub use device::DeviceSpec;
 pub use error::{EngineError, Result};
 pub use pool::{PoolConfig, PoolDecl, child_spec};

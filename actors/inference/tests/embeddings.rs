@@ -104,3 +104,22 @@ fn missing_weights_is_a_load_error_naming_the_file() {
     assert!(msg.contains("model.safetensors"), "{msg}");
     std::fs::remove_dir_all(&tmp).ok();
 }
+
+/// The padded batched attention (what GPUs run) gives the per-sequence attention's results.
+#[test]
+fn padded_attention_matches_per_sequence() {
+    let mut e = embedder();
+    let texts = common::read_jsonl("embed_dev_texts.jsonl");
+    let strs: Vec<&str> = texts[..48]
+        .iter()
+        .map(|t| t["text"].as_str().expect("text"))
+        .collect();
+    let per_sequence = e.embed(&strs).expect("embed");
+    e.set_padded_attention(true);
+    let padded = e.embed(&strs).expect("embed");
+    for (a, b) in per_sequence.iter().zip(&padded) {
+        assert_eq!(a.tokens, b.tokens);
+        let c = common::cosine(&a.vector, &b.vector);
+        assert!(c > 0.99999, "cosine {c}");
+    }
+}

@@ -278,6 +278,7 @@ fn init_writes_a_config_that_checks_and_shipped_configs_pass() {
         written,
         configs().join("single-node.toml"),
         configs().join("three-node.toml"),
+        configs().join("gpu-node.toml"),
     ] {
         let out = Command::new(bin())
             .arg("check")

@@ -212,6 +212,8 @@ pub struct Lease {
     pub holder: ActorPath,
     /// Backend wanted (`None` = any, preferring hardware GPUs).
     pub backend: Option<String>,
+    /// Device index within the backend (`None` = the one with the most free memory).
+    pub device: Option<u32>,
     /// Bytes to reserve.
     pub memory: u64,
 }

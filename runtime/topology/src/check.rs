@@ -227,7 +227,11 @@ pub fn semantic(
                 None,
             );
         }
-        if p.device != "cpu" && !p.device.starts_with("cuda:") {
+        let cuda_index = p
+            .device
+            .strip_prefix("cuda:")
+            .map(|n| n.parse::<u32>().is_ok());
+        if p.device != "cpu" && cuda_index != Some(true) {
             c.err(
                 &at("device"),
                 format!("unknown device {:?}", p.device),

@@ -38,9 +38,15 @@ pub struct ChatEngine {
 }
 
 impl ChatEngine {
-    /// Loads a GGUF chat model (weights and tokenizer) with the native backend.
+    /// Loads a GGUF chat model (weights and tokenizer): with the native backend on the CPU,
+    /// with candle's (its CUDA kernels) on a GPU.
     pub fn load(path: &Path, device: &Device) -> Result<Self> {
-        Self::load_with(path, device, Backend::Native)
+        let backend = if device.is_cpu() {
+            Backend::Native
+        } else {
+            Backend::Candle
+        };
+        Self::load_with(path, device, backend)
     }
 
     /// Loads a GGUF chat model with the given backend.
@@ -61,6 +67,19 @@ impl ChatEngine {
         }
         let tokenizer =
             ChatTokenizer::from_gguf(&content).map_err(|e| EngineError::load(path, e))?;
+        #[cfg(feature = "cuda")]
+        if device.is_cuda() {
+            // candle's MMVQ/MMQ kernels quantize activations to Q8_1, which moves logits by up
+            // to 1.55 from llama.cpp's reference (tests/cuda.rs); dequantizing the weights and
+            // multiplying in f32 stays within 1.5. Process-wide in candle.
+            candle_core::quantized::cuda::set_force_dmmv(true);
+        }
+        if backend == Backend::Native && !device.is_cpu() {
+            return Err(EngineError::load(
+                path,
+                "the native backend runs on the CPU only (use the candle backend on a GPU)",
+            ));
+        }
         let model: Box<dyn CausalLm> = match backend {
             Backend::Native => Box::new(
                 llama::QLlama::from_gguf(&content, &mut file)

@@ -122,8 +122,14 @@ impl PackedBert {
 
     /// Runs the encoder over `seqs` (token ids, each non-empty and at most
     /// [`Self::max_positions`] long) and returns the last hidden states packed as
-    /// `[sum of lengths, hidden]`, sequences in order.
-    pub fn forward_packed(&self, seqs: &[Vec<u32>], device: &Device) -> Result<Tensor> {
+    /// `[sum of lengths, hidden]`, sequences in order. `padded` picks [`Attention::Padded`]
+    /// (one batched attention per layer; what a GPU wants) over one attention per sequence.
+    pub fn forward_packed(
+        &self,
+        seqs: &[Vec<u32>],
+        device: &Device,
+        padded: bool,
+    ) -> Result<Tensor> {
         let total: usize = seqs.iter().map(Vec::len).sum();
         let mut ids = Vec::with_capacity(total);
         let mut positions = Vec::with_capacity(total);
@@ -144,15 +150,43 @@ impl PackedBert {
             .broadcast_add(&self.token_type)?;
         let mut x = self.emb_norm.forward(&x)?;
         let lens: Vec<usize> = seqs.iter().map(Vec::len).collect();
+        let attention = if padded {
+            Attention::padded(&lens, device)?
+        } else {
+            Attention::PerSequence(lens)
+        };
         for layer in &self.layers {
-            x = self.layer_forward(layer, &x, &lens)?;
+            x = self.layer_forward(layer, &x, &attention)?;
         }
         Ok(x)
     }
 
-    fn layer_forward(&self, layer: &Layer, x: &Tensor, lens: &[usize]) -> Result<Tensor> {
-        let h = self.hidden;
+    fn layer_forward(&self, layer: &Layer, x: &Tensor, attention: &Attention) -> Result<Tensor> {
         let qkv = layer.qkv.forward(x)?; // [T, 3h]
+        let ctx = match attention {
+            Attention::PerSequence(lens) => self.attend_per_sequence(&qkv, lens)?,
+            Attention::Padded {
+                gather,
+                scatter,
+                mask,
+                batch,
+                len,
+            } => self.attend_padded(&qkv, gather, scatter, mask, *batch, *len)?,
+        };
+        let a = layer
+            .attn_norm
+            .forward(&(layer.attn_out.forward(&ctx)? + x)?)?;
+        let i = layer.intermediate.forward(&a)?;
+        let i = match self.act {
+            HiddenAct::Gelu => i.gelu_erf()?,
+            HiddenAct::GeluApproximate => i.gelu()?,
+            HiddenAct::Relu => i.relu()?,
+        };
+        Ok(layer.out_norm.forward(&(layer.output.forward(&i)? + a)?)?)
+    }
+
+    fn attend_per_sequence(&self, qkv: &Tensor, lens: &[usize]) -> Result<Tensor> {
+        let h = self.hidden;
         let scale = 1.0 / (self.head_dim as f64).sqrt();
         let mut outs = Vec::with_capacity(lens.len());
         let mut off = 0;
@@ -172,17 +206,82 @@ impl PackedBert {
             let ctx = probs.matmul(&v)?.transpose(0, 1)?.reshape((len, h))?;
             outs.push(ctx);
         }
-        let ctx = Tensor::cat(&outs, 0)?;
-        let a = layer
-            .attn_norm
-            .forward(&(layer.attn_out.forward(&ctx)? + x)?)?;
-        let i = layer.intermediate.forward(&a)?;
-        let i = match self.act {
-            HiddenAct::Gelu => i.gelu_erf()?,
-            HiddenAct::GeluApproximate => i.gelu()?,
-            HiddenAct::Relu => i.relu()?,
+        Ok(Tensor::cat(&outs, 0)?)
+    }
+
+    fn attend_padded(
+        &self,
+        qkv: &Tensor,
+        gather: &Tensor,
+        scatter: &Tensor,
+        mask: &Tensor,
+        batch: usize,
+        len: usize,
+    ) -> Result<Tensor> {
+        let (heads, hd) = (self.heads, self.head_dim);
+        let scale = 1.0 / (hd as f64).sqrt();
+        // [B*L, 3h] -> [B, L, 3, heads, hd]
+        let p = qkv
+            .index_select(gather, 0)?
+            .reshape((batch, len, 3, heads, hd))?;
+        let part = |i: usize| -> candle_core::Result<Tensor> {
+            p.narrow(2, i, 1)?.squeeze(2)?.transpose(1, 2)?.contiguous()
         };
-        Ok(layer.out_norm.forward(&(layer.output.forward(&i)? + a)?)?)
+        let (q, k, v) = (part(0)?, part(1)?, part(2)?); // [B, heads, L, hd]
+        let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(mask)?;
+        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+        let ctx = probs
+            .matmul(&v)?
+            .transpose(1, 2)?
+            .reshape((batch * len, heads * hd))?;
+        Ok(ctx.index_select(scatter, 0)?)
+    }
+}
+
+/// How attention runs over a packed batch.
+enum Attention {
+    /// One small attention per sequence: no padding is ever computed (the CPU's choice).
+    PerSequence(Vec<usize>),
+    /// One batched attention over the sequences padded to the longest: a handful of kernel
+    /// launches per layer whatever the batch size (the GPU's choice, where launches dominate).
+    Padded {
+        /// `[B*L]`: the packed row each padded slot reads (a padding slot reads its
+        /// sequence's first row; the mask hides it).
+        gather: Tensor,
+        /// `[T]`: the padded slot of each packed row.
+        scatter: Tensor,
+        /// `[B, 1, 1, L]`: 0 for real keys, a large negative number for padding.
+        mask: Tensor,
+        batch: usize,
+        len: usize,
+    },
+}
+
+impl Attention {
+    fn padded(lens: &[usize], device: &Device) -> Result<Self> {
+        let (batch, len) = (lens.len(), lens.iter().copied().max().unwrap_or(1));
+        let mut gather = Vec::with_capacity(batch * len);
+        let mut scatter = Vec::with_capacity(lens.iter().sum());
+        let mut mask = Vec::with_capacity(batch * len);
+        let mut off = 0u32;
+        for (s, &n) in lens.iter().enumerate() {
+            for j in 0..len {
+                let real = j < n;
+                gather.push(if real { off + j as u32 } else { off });
+                mask.push(if real { 0f32 } else { -1e9 });
+                if real {
+                    scatter.push((s * len + j) as u32);
+                }
+            }
+            off += n as u32;
+        }
+        Ok(Attention::Padded {
+            gather: Tensor::from_vec(gather, batch * len, device)?,
+            scatter: Tensor::from_vec(scatter, off as usize, device)?,
+            mask: Tensor::from_vec(mask, (batch, 1, 1, len), device)?,
+            batch,
+            len,
+        })
     }
 }
 

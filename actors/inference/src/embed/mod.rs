@@ -23,6 +23,8 @@ pub struct Embedder {
     config: SentenceConfig,
     device: Device,
     dir: PathBuf,
+    /// Batched padded attention (GPUs) instead of one attention per sequence (CPU).
+    padded_attention: bool,
 }
 
 /// One embedded input: the vector and how many tokens it used (after truncation).
@@ -68,7 +70,14 @@ impl Embedder {
             config,
             device: device.clone(),
             dir: dir.to_path_buf(),
+            padded_attention: !device.is_cpu(),
         })
+    }
+
+    /// Chooses batched padded attention (the default on GPUs) or one attention per sequence
+    /// (the default on the CPU, where padding is wasted work); results agree either way.
+    pub fn set_padded_attention(&mut self, padded: bool) {
+        self.padded_attention = padded;
     }
 
     /// Output dimension.
@@ -123,7 +132,9 @@ impl Embedder {
             }
             let chunk: Vec<Vec<u32>> = order[start..end].iter().map(|&i| ids[i].clone()).collect();
             let lens: Vec<usize> = chunk.iter().map(Vec::len).collect();
-            let packed = self.model.forward_packed(&chunk, &self.device)?;
+            let packed = self
+                .model
+                .forward_packed(&chunk, &self.device, self.padded_attention)?;
             let vectors = bert::pool(&packed, &lens, self.config.pooling, self.config.normalize)?;
             for ((&i, vector), len) in order[start..end].iter().zip(vectors).zip(lens) {
                 out[i] = Some(Embedding {

@@ -17,6 +17,7 @@ use std::sync::atomic::AtomicBool;
 
 use super::catalog::{ModelEntry, ModelSource};
 use super::config::PoolConfig;
+use super::lease::Placement;
 use super::metrics::PoolMetrics;
 use super::streams::Streams;
 use super::worker::{Job, Notify, Worker, WorkerArgs};
@@ -98,6 +99,8 @@ pub struct PoolState {
     metrics: PoolMetrics,
     /// Announces the pool in the cluster metadata (aborted when the pool stops).
     announce: Option<JoinHandle<()>>,
+    /// Where workers run and whom they lease the device from.
+    placement: Placement,
 }
 
 type FlushTimer = JoinHandle<Result<(), ractor::MessagingErr<PoolMsg>>>;
@@ -120,8 +123,10 @@ async fn spawn_worker(
     index: usize,
     info: &Arc<parking_lot::Mutex<Option<ModelInfo>>>,
     metrics: &PoolMetrics,
+    placement: &Placement,
 ) -> Result<ActorRef<Job>, String> {
     let args = WorkerArgs {
+        placement: placement.clone(),
         generated_tokens: metrics.generated_tokens.clone(),
         model: entry.id.clone(),
         source: entry.source.clone(),
@@ -346,10 +351,19 @@ impl Actor for Pool {
         };
         let mut slots = Vec::new();
         let loaded = Arc::new(parking_lot::Mutex::new(None));
+        // The config was validated before the pool started (an invalid one never gets here).
+        let placement = Placement {
+            device: args.config.device_spec().unwrap_or_default(),
+            leaser: args.node.as_ref().and_then(|n| {
+                n.path(&format!("{}/{}", abi_protocol::paths::INFERENCE, entry.id))
+                    .ok()
+                    .map(|p| (n.clone(), p))
+            }),
+        };
         // A model that cannot load leaves the pool up but unavailable: the node keeps running
         // and /ready names the path and the reason.
         for index in 0..args.config.workers {
-            match spawn_worker(&myself, &entry, index, &loaded, &args.metrics).await {
+            match spawn_worker(&myself, &entry, index, &loaded, &args.metrics, &placement).await {
                 Ok(actor) => slots.push(Slot {
                     actor: Some(actor),
                     busy: false,
@@ -391,6 +405,7 @@ impl Actor for Pool {
             poison_next: false,
             metrics: args.metrics,
             announce,
+            placement,
         })
     }
 
@@ -543,7 +558,16 @@ impl Actor for Pool {
         state.slots[i].busy = false;
         state.slots[i].restarts += 1;
         let loaded = Arc::new(parking_lot::Mutex::new(None));
-        match spawn_worker(&myself, &state.entry, i, &loaded, &state.metrics).await {
+        match spawn_worker(
+            &myself,
+            &state.entry,
+            i,
+            &loaded,
+            &state.metrics,
+            &state.placement,
+        )
+        .await
+        {
             Ok(a) => state.slots[i].actor = Some(a),
             Err(e) => {
                 tracing::error!(model = %state.info.id, "worker restart failed: {e}");

@@ -20,6 +20,18 @@ pub enum ModelSource {
     },
 }
 
+impl ModelSource {
+    /// Size of the weights file in bytes (0 when unknown): what a GPU lease must hold.
+    pub fn weights_bytes(&self) -> u64 {
+        let file = match self {
+            ModelSource::Embedding(dir) => dir.join("model.safetensors"),
+            ModelSource::Chat(path) => path.clone(),
+            ModelSource::Unrecognised { .. } => return 0,
+        };
+        std::fs::metadata(file).map(|m| m.len()).unwrap_or(0)
+    }
+}
+
 /// One model found in the models directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModelEntry {

@@ -2,6 +2,8 @@
 
 use serde::Deserialize;
 
+use crate::device::DeviceSpec;
+
 /// How one model's pool runs.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -17,7 +19,8 @@ pub struct PoolConfig {
     pub queue_capacity: usize,
     /// Most inputs in one embedding request.
     pub max_inputs: usize,
-    /// `cpu` (the only device of this build; `cuda:N` needs candle's CUDA backend).
+    /// `cpu` or `cuda:N` (needs a build with the `cuda` feature; the device's memory is leased
+    /// from the node's GPU manager when one runs).
     pub device: String,
 }
 
@@ -43,12 +46,11 @@ impl PoolConfig {
         if self.max_batch == 0 || self.queue_capacity == 0 || self.max_inputs == 0 {
             return Err("max_batch, queue_capacity and max_inputs must be at least 1".into());
         }
-        if self.device != "cpu" {
-            return Err(format!(
-                "device {:?} is not available: this build runs inference on the CPU only",
-                self.device
-            ));
-        }
-        Ok(())
+        self.device_spec()?.check_build()
+    }
+
+    /// The parsed `device`.
+    pub fn device_spec(&self) -> Result<DeviceSpec, String> {
+        self.device.parse()
     }
 }

@@ -5,6 +5,7 @@ pub mod actor;
 pub mod catalog;
 pub mod config;
 pub mod engine;
+pub mod lease;
 pub mod metrics;
 pub mod streams;
 pub mod worker;

@@ -10,11 +10,11 @@ use abi_protocol::inference::{
     ChatCompletion, ChatFinished, ChatRequest, Embed, Embeddings, InferenceError,
 };
 use abi_runtime::ReplyTo;
-use candle_core::Device;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 use super::catalog::ModelSource;
 use super::engine::Engine;
+use super::lease::{self, DeviceLease, Placement};
 use super::streams::Streams;
 
 /// Work handed to a worker by its pool.
@@ -62,6 +62,8 @@ pub struct WorkerArgs {
     pub info: Arc<parking_lot::Mutex<Option<abi_protocol::inference::ModelInfo>>>,
     /// Completion tokens of this worker's model.
     pub generated_tokens: prometheus_client::metrics::counter::Counter,
+    /// The device to run on and whom to lease it from.
+    pub placement: Placement,
 }
 
 /// The worker actor.
@@ -74,6 +76,8 @@ pub struct WorkerState {
     model: String,
     index: usize,
     notify: Arc<dyn Notify>,
+    /// Held while the worker lives; released when its state is dropped.
+    _lease: Option<DeviceLease>,
 }
 
 fn panic_message(e: &tokio::task::JoinError) -> String {
@@ -94,8 +98,10 @@ impl Actor for Worker {
         _myself: ActorRef<Job>,
         args: WorkerArgs,
     ) -> Result<WorkerState, ActorProcessingErr> {
+        let lease = lease::acquire(&args.placement, args.source.weights_bytes()).await?;
         let source = args.source.clone();
-        let engine = tokio::task::spawn_blocking(move || Engine::load(&source, &Device::Cpu))
+        let device = args.placement.device;
+        let engine = tokio::task::spawn_blocking(move || Engine::load(&source, &device.open()?))
             .await
             .map_err(|e| format!("loading panicked: {e}"))??;
         *args.info.lock() = Some(engine.info(&args.model));
@@ -105,6 +111,7 @@ impl Actor for Worker {
             model: args.model,
             index: args.index,
             notify: args.notify,
+            _lease: lease,
         })
     }
 
