@@ -106,7 +106,13 @@ pub struct ManagerArgs {
     pub declared: Vec<CollectionConfig>,
     /// Replicated collections' settings; `None` on a node without the `[raft]` group.
     pub replication: Option<ReplicationArgs>,
+    /// The node-local collections, published for [`direct_search`].
+    pub catalog: LocalCatalog,
 }
+
+/// The collections whose shards all live on this node (not replicated), by name: what a
+/// search may read without asking the manager.
+pub type LocalCatalog = Arc<parking_lot::RwLock<HashMap<String, CollectionConfig>>>;
 
 /// Manager state.
 pub struct ManagerState {
@@ -221,6 +227,17 @@ impl ManagerState {
             None => Route::Local,
         };
         Ok((cfg, route))
+    }
+
+    /// Publishes the node-local collections for direct searches.
+    fn publish(&self) {
+        let local = self
+            .collections
+            .iter()
+            .filter(|(name, _)| !self.replicated.contains_key(*name))
+            .map(|(name, cfg)| (name.clone(), cfg.clone()))
+            .collect();
+        *self.args.catalog.write() = local;
     }
 
     /// Runs `fut` in a tracked task and sends its output to `reply`.
@@ -338,6 +355,47 @@ async fn search_open(
     })
 }
 
+fn check_search(cfg: &CollectionConfig, req: &Search) -> Result<(), VectorError> {
+    for q in &req.queries {
+        crate::shard::check_vector(&q.vector, cfg.dim as usize, cfg.distance)?;
+        if let Some(f) = &q.filter {
+            filter::validate(f).map_err(VectorError::BadRequest)?;
+        }
+    }
+    Ok(())
+}
+
+/// Every shard of a local collection, when all are open (a restarting one is not: then the
+/// asks report it properly).
+fn open_shards(
+    root: &std::path::Path,
+    cfg: &CollectionConfig,
+) -> Option<Vec<(Arc<crate::shard::Shard>, ShardMetrics)>> {
+    let dir = root.join(&cfg.name);
+    (0..cfg.shards)
+        .map(|i| crate::shard_actor::open_shard(&shard_dir(&dir, i)))
+        .collect()
+}
+
+/// The manager's [`abi_runtime::DirectRead`] of searches: a search of a node-local collection
+/// whose shards are all open runs in the caller's task (small shards right there, others as
+/// one read-pool job), without the hop through the manager's mailbox and task. The rest
+/// (replicated or unknown collections, restarting shards) goes to the manager.
+pub fn direct_search(catalog: LocalCatalog, root: PathBuf) -> abi_runtime::DirectRead<Search> {
+    Arc::new(move |req: Search| {
+        let Some(cfg) = catalog.read().get(&req.collection).cloned() else {
+            return Err(req);
+        };
+        let Some(shards) = open_shards(&root, &cfg) else {
+            return Err(req);
+        };
+        Ok(Box::pin(async move {
+            check_search(&cfg, &req)?;
+            search_open(shards, &cfg, &req).await
+        }))
+    })
+}
+
 async fn search(
     node: Node,
     route: Route,
@@ -345,22 +403,13 @@ async fn search(
     req: Search,
     root: PathBuf,
 ) -> Result<SearchResult, VectorError> {
-    for q in &req.queries {
-        crate::shard::check_vector(&q.vector, cfg.dim as usize, cfg.distance)?;
-        if let Some(f) = &q.filter {
-            filter::validate(f).map_err(VectorError::BadRequest)?;
-        }
-    }
+    check_search(&cfg, &req)?;
     // A traced request takes the asks, so that its trace shows every shard actor.
-    if matches!(route, Route::Local) && !abi_runtime::trace::traced() {
-        let dir = root.join(&cfg.name);
-        let open: Option<Vec<_>> = (0..cfg.shards)
-            .map(|i| crate::shard_actor::open_shard(&shard_dir(&dir, i)))
-            .collect();
-        // A shard that is restarting is not open: the asks below report it properly.
-        if let Some(shards) = open {
-            return search_open(shards, &cfg, &req).await;
-        }
+    if matches!(route, Route::Local)
+        && !abi_runtime::trace::traced()
+        && let Some(shards) = open_shards(&root, &cfg)
+    {
+        return search_open(shards, &cfg, &req).await;
     }
     let timeout = Duration::from_millis(req.timeout_ms.max(1) as u64);
     let asks = (0..cfg.shards).map(|i| {
@@ -517,6 +566,45 @@ impl Actor for Manager {
     ) -> Result<(), ActorProcessingErr> {
         while st.tasks.try_join_next().is_some() {}
         let node = st.args.node.clone();
+        let read_only = matches!(
+            msg,
+            ManagerMsg::Search(_)
+                | ManagerMsg::Count(_)
+                | ManagerMsg::Scroll(_)
+                | ManagerMsg::Retrieve(_)
+                | ManagerMsg::Get(_)
+                | ManagerMsg::List(_)
+                | ManagerMsg::Health(_)
+        );
+        self.dispatch(myself, msg, node, st).await?;
+        if !read_only {
+            st.publish();
+        }
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<ManagerMsg>,
+        st: &mut ManagerState,
+    ) -> Result<(), ActorProcessingErr> {
+        if let Some(t) = st.reconcile_timer.take() {
+            t.abort();
+        }
+        st.tasks.abort_all();
+        while st.tasks.join_next().await.is_some() {}
+        Ok(())
+    }
+}
+
+impl Manager {
+    async fn dispatch(
+        &self,
+        myself: ActorRef<ManagerMsg>,
+        msg: ManagerMsg,
+        node: Node,
+        st: &mut ManagerState,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
             ManagerMsg::Bootstrap(n) => {
                 if node.supervisor(&st.args.parent).is_none() {
@@ -813,19 +901,6 @@ impl Actor for Manager {
         }
         Ok(())
     }
-
-    async fn post_stop(
-        &self,
-        _myself: ActorRef<ManagerMsg>,
-        st: &mut ManagerState,
-    ) -> Result<(), ActorProcessingErr> {
-        if let Some(t) = st.reconcile_timer.take() {
-            t.abort();
-        }
-        st.tasks.abort_all();
-        while st.tasks.join_next().await.is_some() {}
-        Ok(())
-    }
 }
 
 /// The `vector` subsystem: a supervisor whose first child is the manager (at
@@ -855,15 +930,19 @@ pub fn child_spec_with(
                     .path(abi_protocol::paths::VECTOR)
                     .map_err(abi_runtime::StartError::msg)?;
                 ctx.node.register_health_check(ctx.path.clone());
+                let catalog = LocalCatalog::default();
+                let direct = direct_search(catalog.clone(), root.clone());
                 let args = ManagerArgs {
                     node: ctx.node.clone(),
                     parent,
                     root,
                     declared,
                     replication,
+                    catalog,
                 };
                 let r = ctx.spawn(Manager, args).await?;
                 Ok(Started::new(r)
+                    .reads_directly::<Search>(direct)
                     .serves::<CreateCollection>()
                     .serves::<DeleteCollection>()
                     .serves::<ListCollections>()

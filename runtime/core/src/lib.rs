@@ -66,7 +66,7 @@ pub use abi_protocol::{ActorPath, NodeId, Request};
 pub use call::{Call, ReplyTo};
 pub use error::AskError;
 pub use node::Node;
-pub use registry::Started;
+pub use registry::{DirectRead, Started};
 pub use remote::Remote;
 pub use supervisor::{
     Backoff, ChildContext, ChildSpec, Intensity, Restart, RootHandle, StartError, Strategy,

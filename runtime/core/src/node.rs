@@ -183,6 +183,9 @@ impl Node {
 
     /// Sends `req` to the actor at `to` and waits at most `timeout` for its reply.
     ///
+    /// A local actor may answer some reads in the caller's task
+    /// ([`crate::registry::DirectRead`]); everything else is queued in its mailbox.
+    ///
     /// # Errors
     /// [`AskError::Timeout`] when no reply came in time (the request may still
     /// run), `NoSuchActor`, `ActorStopped` (also when the actor died while
@@ -211,13 +214,26 @@ impl Node {
             return codec::decode(R::TYPE, &bytes).map_err(|e| AskError::Codec(e.to_string()));
         }
         self.check_incarnation(to)?;
-        let (tx, rx) = crate::reply::channel();
-        let stats = self.inner.registry.with(&to.name, |mailbox| {
+        let routed = self.inner.registry.with(&to.name, |mailbox| {
             let mailbox = mailbox.ok_or_else(|| AskError::NoSuchActor(to.to_string()))?;
+            let mut req = req;
+            // A traced ask goes through the mailbox, so its trace shows the actor.
+            if span.is_none()
+                && let Some(read) = mailbox.direct::<R>()
+            {
+                match read(req) {
+                    Ok(fut) => {
+                        self.stats(mailbox, &to.name).messages.inc();
+                        return Ok(Routed::Direct(fut));
+                    }
+                    Err(declined) => req = declined,
+                }
+            }
             let route = mailbox.local::<R>().ok_or_else(|| AskError::Unsupported {
                 path: to.to_string(),
                 type_name: R::TYPE.to_string(),
             })?;
+            let (tx, rx) = crate::reply::channel();
             let call = Call::new(req, ReplyTo::new(Some(tx), deadline));
             let sent = match &span {
                 Some(s) => s.in_scope(|| route(call)),
@@ -228,8 +244,23 @@ impl Node {
             // One ask in STATS_SAMPLE is timed: a clock read and a histogram update
             // on every ask would cost as much as the rest of the ask path.
             let timed = stats.messages.inc().is_multiple_of(STATS_SAMPLE);
-            Ok(timed.then(|| stats.clone()))
+            Ok(Routed::Queued(rx, timed.then(|| stats.clone())))
         })?;
+        let (rx, stats) = match routed {
+            Routed::Direct(mut fut) => {
+                // Most direct reads finish on their first poll: no timer for those.
+                if let std::task::Poll::Ready(reply) = futures::poll!(&mut fut) {
+                    return Ok(reply);
+                }
+                return tokio::time::timeout_at(deadline.into(), fut)
+                    .await
+                    .map_err(|_| AskError::Timeout {
+                        path: to.to_string(),
+                        timeout_ms: timeout.as_millis() as u64,
+                    });
+            }
+            Routed::Queued(rx, stats) => (rx, stats),
+        };
         self.inner.reaper.register(deadline, rx.expiry());
         let result = match rx.await {
             Ok(reply) => {
@@ -329,4 +360,16 @@ impl Node {
             Err(e) => Box::pin(async move { Err(e) }),
         }
     }
+}
+
+/// How a local ask was delivered.
+enum Routed<T> {
+    /// Answered by the actor's direct read, in the caller's task.
+    Direct(futures::future::BoxFuture<'static, T>),
+    /// Queued in the mailbox; the reply comes in the slot (with the stats to time it, when
+    /// this ask is sampled).
+    Queued(
+        crate::reply::Receiver<T>,
+        Option<crate::metrics::ActorStats>,
+    ),
 }

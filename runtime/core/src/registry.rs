@@ -19,6 +19,12 @@ use crate::{AskError, Call, ReplyTo};
 /// Sends a typed call into the actor's mailbox; hands the call back if the mailbox is closed.
 pub(crate) type LocalRoute<R> = Box<dyn Fn(Call<R>) -> Result<(), ()> + Send + Sync>;
 
+/// Answers a request in the caller's task from state the actor shares, without a mailbox hop
+/// (as Erlang processes read an ETS table without messaging its owner): for reads of
+/// concurrent structures. Hands the request back when the actor itself must answer it.
+pub type DirectRead<R> =
+    std::sync::Arc<dyn Fn(R) -> Result<BoxFuture<'static, <R as Request>::Reply>, R> + Send + Sync>;
+
 /// Decodes a wire payload, delivers it, and resolves to the encoded reply.
 type WireRoute = Box<
     dyn Fn(&[u8], Instant, bool) -> Result<BoxFuture<'static, Result<Vec<u8>, AskError>>, AskError>
@@ -32,10 +38,20 @@ pub(crate) struct Mailbox {
     /// Message metrics of this actor, looked up on first use.
     pub(crate) stats: std::sync::OnceLock<crate::metrics::ActorStats>,
     local: FxHashMap<TypeId, Box<dyn Any + Send + Sync>>,
+    direct: FxHashMap<TypeId, Box<dyn Any + Send + Sync>>,
     wire: FxHashMap<&'static str, WireRoute>,
 }
 
 impl Mailbox {
+    pub(crate) fn direct<R: Request>(&self) -> Option<&DirectRead<R>> {
+        if self.direct.is_empty() {
+            return None;
+        }
+        self.direct
+            .get(&TypeId::of::<R>())
+            .and_then(|r| r.downcast_ref::<DirectRead<R>>())
+    }
+
     pub(crate) fn local<R: Request>(&self) -> Option<&LocalRoute<R>> {
         self.local
             .get(&TypeId::of::<R>())
@@ -80,6 +96,7 @@ impl Started {
                 actor: id,
                 stats: std::sync::OnceLock::new(),
                 local: FxHashMap::default(),
+                direct: FxHashMap::default(),
                 wire: FxHashMap::default(),
             },
         }
@@ -139,6 +156,22 @@ impl<M: Message> Serving<M> {
             }) as BoxFuture<'static, _>)
         });
         self.mailbox.wire.insert(R::TYPE, wire);
+        self
+    }
+}
+
+impl<M: Message> Serving<M> {
+    /// Lets local untraced asks of type `R` run `read` in the caller's task instead of
+    /// queueing in the mailbox; what `read` declines goes to the actor (which must also
+    /// [`Serving::serves`] `R`). Remote and traced asks always go through the mailbox.
+    pub fn reads_directly<R: Request>(mut self, read: DirectRead<R>) -> Self
+    where
+        M: From<Call<R>>,
+    {
+        self.mailbox.direct.insert(
+            TypeId::of::<R>(),
+            Box::new(read) as Box<dyn Any + Send + Sync>,
+        );
         self
     }
 }

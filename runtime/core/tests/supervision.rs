@@ -590,3 +590,73 @@ async fn ask_errors_are_distinct() {
     assert_eq!(g, generation(&node, "a").await);
     root.shutdown(T).await;
 }
+
+#[tokio::test]
+async fn direct_reads_run_in_the_callers_task_and_declines_reach_the_actor() {
+    use std::sync::atomic::AtomicBool;
+    let node = node();
+    let j = Journal::default();
+    let direct = Arc::new(AtomicBool::new(false));
+    let flag = direct.clone();
+    let actor = Probe {
+        name: "d".into(),
+        journal: j.clone(),
+        stop_delay: Duration::ZERO,
+    };
+    let spec = ChildSpec::worker("d", move |ctx| {
+        let flag = flag.clone();
+        let actor = Probe {
+            name: actor.name.clone(),
+            journal: actor.journal.clone(),
+            stop_delay: Duration::ZERO,
+        };
+        async move {
+            let r = ctx.spawn(actor, 7).await?;
+            let gen_read: abi_runtime::DirectRead<Gen> = Arc::new(move |req: Gen| {
+                if flag.load(Ordering::SeqCst) {
+                    Ok(Box::pin(async { 4242 }))
+                } else {
+                    Err(req)
+                }
+            });
+            let slow_read: abi_runtime::DirectRead<Slow> =
+                Arc::new(|_: Slow| Ok(Box::pin(tokio::time::sleep(Duration::from_millis(300)))));
+            Ok(Started::new(r)
+                .serves::<Gen>()
+                .serves::<Slow>()
+                .reads_directly(gen_read)
+                .reads_directly(slow_read))
+        }
+    });
+    let root = node
+        .start_root(SupervisorSpec::new(Strategy::OneForOne).child(spec))
+        .await
+        .expect("root");
+    let d = node.path("d").expect("p");
+    // Declined: the actor answers (its generation).
+    assert_eq!(node.ask(&d, Gen, T).await, Ok(7));
+    // Taken: answered in the caller's task.
+    direct.store(true, Ordering::SeqCst);
+    assert_eq!(node.ask(&d, Gen, T).await, Ok(4242));
+    // A direct read keeps the ask's deadline.
+    assert_eq!(
+        node.ask(&d, Slow, Duration::from_millis(50)).await,
+        Err(AskError::Timeout {
+            path: "t/d".into(),
+            timeout_ms: 50
+        })
+    );
+    // Over the wire (as a remote caller would) the actor always answers.
+    let bytes = node
+        .deliver_raw(
+            &d,
+            Gen::TYPE,
+            &postcard::to_stdvec(&Gen).expect("enc"),
+            Instant::now() + T,
+            true,
+        )
+        .await
+        .expect("deliver");
+    assert_eq!(postcard::from_bytes::<u64>(&bytes).expect("dec"), 7);
+    root.shutdown(T).await;
+}
