@@ -34,4 +34,4 @@ for _ in $(seq 1 300); do
     curl -fs -o /dev/null "http://127.0.0.1:$port/health" && break
     sleep 0.1
 done
-"$BENCH_BIN" --efs "${EFS:-8,12,16,24,32,48,64,96,128}" --http "http://127.0.0.1:$port" "$@"
+"$BENCH_BIN" --efs "${EFS:-8,12,16,24,32,40,48,56,64,80,88,96,112,128}" --http "http://127.0.0.1:$port" "$@"
