@@ -181,6 +181,21 @@ fn node() -> Node {
 
 const T: Duration = Duration::from_secs(2);
 
+/// `Gen` delivered as a transport would (postcard payload through `deliver_raw`).
+async fn gen_over_wire(node: &Node, to: &ActorPath) -> u64 {
+    let bytes = node
+        .deliver_raw(
+            to,
+            Gen::TYPE,
+            &postcard::to_stdvec(&Gen).expect("enc"),
+            Instant::now() + T,
+            true,
+        )
+        .await
+        .expect("deliver");
+    postcard::from_bytes(&bytes).expect("dec")
+}
+
 async fn generation(node: &Node, name: &str) -> u64 {
     let path = node.path(name).expect("path");
     // Restarts are asynchronous: wait until the actor answers again.
@@ -576,18 +591,7 @@ async fn ask_errors_are_distinct() {
         Err(AskError::Unsupported { .. })
     ));
     // Wire delivery decodes and answers like a local ask.
-    let bytes = node
-        .deliver_raw(
-            &a,
-            Gen::TYPE,
-            &postcard::to_stdvec(&Gen).expect("enc"),
-            Instant::now() + T,
-            true,
-        )
-        .await
-        .expect("deliver");
-    let g: u64 = postcard::from_bytes(&bytes).expect("dec");
-    assert_eq!(g, generation(&node, "a").await);
+    assert_eq!(gen_over_wire(&node, &a).await, generation(&node, "a").await);
     root.shutdown(T).await;
 }
 
@@ -647,16 +651,6 @@ async fn direct_reads_run_in_the_callers_task_and_declines_reach_the_actor() {
         })
     );
     // Over the wire (as a remote caller would) the actor always answers.
-    let bytes = node
-        .deliver_raw(
-            &d,
-            Gen::TYPE,
-            &postcard::to_stdvec(&Gen).expect("enc"),
-            Instant::now() + T,
-            true,
-        )
-        .await
-        .expect("deliver");
-    assert_eq!(postcard::from_bytes::<u64>(&bytes).expect("dec"), 7);
+    assert_eq!(gen_over_wire(&node, &d).await, 7);
     root.shutdown(T).await;
 }
