@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Inference benchmark: the engine figures of actors/inference/examples/bench.rs (embeddings
+# Inference benchmark: the engine figures of actors/inference/examples/bench_inference.rs (embeddings
 # batch 1 / 32 vs sentence-transformers, chat prompt / generation tokens/s vs llama.cpp, 2
 # threads), then the p50 latency of one short embedding request through HTTP (a release
 # abi-node serving ./models, one keep-alive connection, 300 requests after 30 of warm-up).
@@ -9,10 +9,10 @@ cd "$(dirname "$0")/.."
 TARGET=${CARGO_TARGET_DIR:-$HOME/.cache/abi-target}
 if [[ ${BUILD:-1} == 1 ]]; then
     CARGO_TARGET_DIR=$TARGET cargo build --release -q -p abi-node --bin abi-node
-    CARGO_TARGET_DIR=$TARGET cargo build --release -q -p abi-inference --example bench
+    CARGO_TARGET_DIR=$TARGET cargo build --release -q -p abi-inference --example bench_inference
 fi
 NODE_BIN=${ABI_NODE_BIN:-$TARGET/release/abi-node}
-BENCH_BIN=${BENCH_BIN:-$TARGET/release/examples/bench}
+BENCH_BIN=${BENCH_BIN:-$TARGET/release/examples/bench_inference}
 RAYON_NUM_THREADS=2 "$BENCH_BIN" models ../shared/data/inference
 
 work=$(mktemp -d /tmp/abi-bench-inference.XXXXXX)

@@ -1,7 +1,7 @@
 //! Inference benchmark: prints figures and ratios against the anchors in
 //! `shared/data/ANCHORS.md` (measured on the same kind of 2-core machine).
 //!
-//! `RAYON_NUM_THREADS=2 cargo run -p abi-inference --example bench [MODELS_DIR] [DATA_DIR]`
+//! `RAYON_NUM_THREADS=2 cargo run -p abi-inference --example bench_inference [MODELS_DIR] [DATA_DIR]`
 
 use std::path::PathBuf;
 use std::time::Instant;
