@@ -14,6 +14,7 @@
 pub mod collection;
 pub mod distance;
 pub mod filter;
+mod flat;
 pub mod glove;
 pub mod index;
 pub mod manager;
