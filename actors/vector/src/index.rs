@@ -146,8 +146,20 @@ impl HnswIndex {
             }
         }
     }
+}
 
-    fn search_graph(
+impl VectorIndex for HnswIndex {
+    fn insert(&self, items: &[(&[f32], usize)]) {
+        // Bumped before and after: a copy taken while the graph changes carries the version
+        // in between, which is never current once the insert returns.
+        self.version.fetch_add(1, Ordering::AcqRel);
+        self.insert_into_graph(items);
+        self.version.fetch_add(1, Ordering::AcqRel);
+        self.last_insert_ms
+            .store(self.born.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    fn search(
         &self,
         query: &[f32],
         k: usize,
@@ -171,28 +183,6 @@ impl HnswIndex {
             }
         };
         found.into_iter().map(|n| (n.d_id, n.distance)).collect()
-    }
-}
-
-impl VectorIndex for HnswIndex {
-    fn insert(&self, items: &[(&[f32], usize)]) {
-        // Bumped before and after: a copy taken while the graph changes carries the version
-        // in between, which is never current once the insert returns.
-        self.version.fetch_add(1, Ordering::AcqRel);
-        self.insert_into_graph(items);
-        self.version.fetch_add(1, Ordering::AcqRel);
-        self.last_insert_ms
-            .store(self.born.elapsed().as_millis() as u64, Ordering::Relaxed);
-    }
-
-    fn search(
-        &self,
-        query: &[f32],
-        k: usize,
-        ef: usize,
-        keep: Option<&dyn Fn(usize) -> bool>,
-    ) -> Vec<(usize, f32)> {
-        self.search_graph(query, k, ef, keep)
     }
 
     fn len(&self) -> usize {
