@@ -120,11 +120,22 @@ fn put(key: &str, value: &str) -> Propose {
     })
 }
 
+/// Proposes through `on`, retrying while the group has no leader (an election under way),
+/// as a client of the group does.
 async fn propose(node: &Node, on: &str, p: Propose) -> abi_protocol::raft::Applied {
-    node.ask(&raft_path(on), p, Duration::from_secs(5))
-        .await
-        .expect("ask")
-        .expect("applied")
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = node
+            .ask(&raft_path(on), p.clone(), Duration::from_secs(5))
+            .await
+            .expect("ask");
+        match r {
+            Err(abi_protocol::raft::RaftFailure::NoLeader) if Instant::now() < until => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            r => return r.expect("applied"),
+        }
+    }
 }
 
 async fn read(node: &Node, on: &str) -> abi_protocol::raft::ClusterMeta {
