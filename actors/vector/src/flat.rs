@@ -36,7 +36,6 @@ pub struct FlatGraph {
     vecs: Vec<f32>,
     layers: Vec<Adjacency>,
     entry: u32,
-    slots: usize,
     /// The index version this copy was taken at.
     pub version: u64,
 }
@@ -97,7 +96,7 @@ impl FlatGraph {
             lists.push((slot as u32, nb));
         }
         let entry = entry?;
-        let slots = vecs.len() / dim.max(1);
+        let slots = vecs.len() / dim;
         let mut layers = Vec::with_capacity(top + 1);
         for layer in 0..=top {
             let mut counts = vec![0u32; slots + 1];
@@ -124,9 +123,13 @@ impl FlatGraph {
             vecs,
             layers,
             entry,
-            slots,
             version,
         })
+    }
+
+    /// Rows of the vector matrix (the highest slot + 1).
+    fn slots(&self) -> usize {
+        self.vecs.len() / self.dim
     }
 
     fn row(&self, slot: u32) -> &[f32] {
@@ -163,8 +166,8 @@ impl FlatGraph {
         VISITED.with(|cell| {
             let mut cell = cell.borrow_mut();
             let (marks, stamp) = &mut *cell;
-            if marks.len() < self.slots {
-                marks.resize(self.slots, 0);
+            if marks.len() < self.slots() {
+                marks.resize(self.slots(), 0);
             }
             *stamp = stamp.wrapping_add(1);
             if *stamp == 0 {

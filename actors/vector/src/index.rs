@@ -215,17 +215,23 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn finds_exact_point_filters_and_reloads() {
-        let dist = MetricDistance::new(Distance::Euclid);
-        let idx = HnswIndex::new(&HnswParams::default(), dist, 500);
-        let data = grid();
+    /// An index holding `data` under slots 0..n.
+    fn indexed(dist: MetricDistance, data: &[Vec<f32>]) -> HnswIndex {
+        let idx = HnswIndex::new(&HnswParams::default(), dist, data.len());
         let items: Vec<(&[f32], usize)> = data
             .iter()
             .enumerate()
             .map(|(i, v)| (v.as_slice(), i))
             .collect();
         idx.insert(&items);
+        idx
+    }
+
+    #[test]
+    fn finds_exact_point_filters_and_reloads() {
+        let dist = MetricDistance::new(Distance::Euclid);
+        let data = grid();
+        let idx = indexed(dist, &data);
         assert_eq!(idx.len(), 500);
         let hits = idx.search(&data[42], 5, 64, None);
         assert_eq!(hits[0], (42, 0.0));
@@ -253,16 +259,10 @@ mod tests {
             (state >> 40) as f32 / (1u64 << 24) as f32
         };
         let dist = MetricDistance::new(Distance::Euclid);
-        let idx = HnswIndex::new(&HnswParams::default(), dist, 8000);
         let data: Vec<Vec<f32>> = (0..6000)
             .map(|_| (0..16).map(|_| next()).collect())
             .collect();
-        let items: Vec<(&[f32], usize)> = data
-            .iter()
-            .enumerate()
-            .map(|(i, v)| (v.as_slice(), i))
-            .collect();
-        idx.insert(&items);
+        let idx = indexed(dist, &data);
         std::thread::sleep(std::time::Duration::from_millis(FLAT_QUIET_MS + 100));
         assert!(
             idx.flat().is_some(),

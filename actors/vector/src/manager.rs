@@ -336,23 +336,42 @@ async fn search_open(
     } else {
         crate::shard_actor::on_read_pool(move || run(true)).await?
     };
-    let mut per_query = vec![Vec::new(); req.queries.len()];
-    for lists in by_shard {
-        for (q, list) in lists.into_iter().enumerate() {
-            if let Some(slot) = per_query.get_mut(q) {
+    let mut lists = ShardLists::new(req.queries.len());
+    for shard in by_shard {
+        lists.add(shard);
+    }
+    Ok(lists.merge(cfg, req, Vec::new()))
+}
+
+/// The hit lists of every shard that answered, by query, merged exactly at the end.
+struct ShardLists(Vec<Vec<Vec<abi_protocol::vector::ScoredPoint>>>);
+
+impl ShardLists {
+    fn new(queries: usize) -> Self {
+        Self(vec![Vec::new(); queries])
+    }
+
+    /// One shard's answer: a list per query, in query order.
+    fn add(&mut self, shard: Vec<Vec<abi_protocol::vector::ScoredPoint>>) {
+        for (q, list) in shard.into_iter().enumerate() {
+            if let Some(slot) = self.0.get_mut(q) {
                 slot.push(list);
             }
         }
     }
-    let hits = per_query
-        .into_iter()
-        .zip(&req.queries)
-        .map(|(lists, q)| merge_top_k(cfg.distance, lists, q.limit as usize, q.offset as usize))
-        .collect();
-    Ok(SearchResult {
-        hits,
-        missing_shards: Vec::new(),
-    })
+
+    fn merge(self, cfg: &CollectionConfig, req: &Search, missing: Vec<u32>) -> SearchResult {
+        let hits = self
+            .0
+            .into_iter()
+            .zip(&req.queries)
+            .map(|(lists, q)| merge_top_k(cfg.distance, lists, q.limit as usize, q.offset as usize))
+            .collect();
+        SearchResult {
+            hits,
+            missing_shards: missing,
+        }
+    }
 }
 
 fn check_search(cfg: &CollectionConfig, req: &Search) -> Result<(), VectorError> {
@@ -425,18 +444,11 @@ async fn search(
             req.consistency,
         )
     });
-    let mut per_query: Vec<Vec<Vec<abi_protocol::vector::ScoredPoint>>> =
-        vec![Vec::new(); req.queries.len()];
+    let mut lists = ShardLists::new(req.queries.len());
     let mut missing = Vec::new();
     for (i, r) in join_all(asks).await.into_iter().enumerate() {
         match r {
-            Ok(lists) => {
-                for (q, list) in lists.into_iter().enumerate() {
-                    if let Some(slot) = per_query.get_mut(q) {
-                        slot.push(list);
-                    }
-                }
-            }
+            Ok(shard) => lists.add(shard),
             Err(e @ (VectorError::Timeout(_) | VectorError::Unavailable(_))) => {
                 if !req.allow_partial {
                     return Err(match e {
@@ -451,15 +463,7 @@ async fn search(
             Err(e) => return Err(e),
         }
     }
-    let hits = per_query
-        .into_iter()
-        .zip(&req.queries)
-        .map(|(lists, q)| merge_top_k(cfg.distance, lists, q.limit as usize, q.offset as usize))
-        .collect();
-    Ok(SearchResult {
-        hits,
-        missing_shards: missing,
-    })
+    Ok(lists.merge(&cfg, &req, missing))
 }
 
 async fn scroll(
@@ -566,18 +570,17 @@ impl Actor for Manager {
     ) -> Result<(), ActorProcessingErr> {
         while st.tasks.try_join_next().is_some() {}
         let node = st.args.node.clone();
-        let read_only = matches!(
+        // Only these change which collections this node serves (and whether replicated);
+        // point writes and reads leave the published catalogue as it is.
+        let changes_catalog = matches!(
             msg,
-            ManagerMsg::Search(_)
-                | ManagerMsg::Count(_)
-                | ManagerMsg::Scroll(_)
-                | ManagerMsg::Retrieve(_)
-                | ManagerMsg::Get(_)
-                | ManagerMsg::List(_)
-                | ManagerMsg::Health(_)
+            ManagerMsg::Create(_)
+                | ManagerMsg::Drop(_)
+                | ManagerMsg::Bootstrap(_)
+                | ManagerMsg::Reconcile
         );
         self.dispatch(myself, msg, node, st).await?;
-        if !read_only {
+        if changes_catalog {
             st.publish();
         }
         Ok(())

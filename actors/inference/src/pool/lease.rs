@@ -16,7 +16,7 @@ const ASK: Duration = Duration::from_secs(5);
 const HEADROOM: u64 = 512 << 20;
 
 /// Where a worker runs, and whom it leases the device from.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Placement {
     /// The configured device.
     pub device: DeviceSpec,
