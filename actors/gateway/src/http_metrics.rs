@@ -10,7 +10,8 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use tracing::Instrument as _;
+
+use abi_runtime::trace::SpanIds;
 
 use crate::GatewayState;
 
@@ -65,37 +66,38 @@ impl HttpMetrics {
     }
 }
 
-/// The `http.request` span of one request, or `None` when it is not traced.
+/// The `http.request` span of one request and its ids, or `None` when it is
+/// not traced.
 ///
 /// Head sampling happens here, before any span exists: a client's valid
 /// `traceparent` decides (its sampled flag), else the sampling ratio does.
 /// An unsampled request then makes no span anywhere (actor messages are only
 /// traced inside a traced request), which is what keeps tracing cheap.
-fn request_span(req: &ServiceRequest, method: &str) -> Option<tracing::Span> {
+fn request_span(req: &ServiceRequest, method: &str) -> Option<(tracing::Span, SpanIds)> {
     let parent = req
         .headers()
         .get("traceparent")
         .and_then(|v| v.to_str().ok())
-        .and_then(|tp| abi_runtime::trace::sampled_flag(tp).map(|sampled| (tp, sampled)));
-    match parent {
-        Some((_, false)) => return None,
-        Some((_, true)) => {}
+        .and_then(abi_runtime::trace::parse_traceparent);
+    let ids = match parent {
+        Some((_, _, false)) => return None,
+        Some((trace_id, parent_span_id, true)) => SpanIds::child(trace_id, parent_span_id),
         None if !abi_runtime::trace::sample_new() => return None,
-        None => {}
-    }
+        None => SpanIds::root(),
+    };
     let span = tracing::info_span!(
         target: abi_runtime::trace::TARGET,
         "http.request",
+        trace_id = ids.trace_id,
+        span_id = ids.span_id,
+        parent_span_id = ids.parent_span_id,
         otel.kind = "server",
         otel.status_code = tracing::field::Empty,
         http.request.method = method,
         http.route = tracing::field::Empty,
         http.response.status_code = tracing::field::Empty,
     );
-    if let Some((tp, _)) = parent {
-        abi_runtime::trace::set_parent(&span, tp);
-    }
-    Some(span)
+    Some((span, ids))
 }
 
 /// Middleware: times every request and counts it by route and status; with
@@ -110,28 +112,31 @@ pub async fn record(
     let state = req
         .app_data::<actix_web::web::Data<GatewayState>>()
         .cloned();
-    let span = if abi_runtime::trace::enabled() {
+    let traced = if abi_runtime::trace::enabled() {
         request_span(&req, &method)
     } else {
         None
     };
-    let mut res = match &span {
-        Some(span) => next.call(req).instrument(span.clone()).await?,
+    let mut res = match &traced {
+        Some((span, _)) => {
+            // Entered per poll like `Instrument`, without cloning the span
+            // (a clone is one more reference to count and close).
+            let mut inner = std::pin::pin!(next.call(req));
+            std::future::poll_fn(|cx| span.in_scope(|| inner.as_mut().poll(cx))).await?
+        }
         None => next.call(req).await?,
     };
-    if let Some(span) = &span {
-        let route = res
-            .request()
-            .match_pattern()
-            .unwrap_or_else(|| "unmatched".to_string());
-        span.record("http.route", route);
+    let route = res
+        .request()
+        .match_pattern()
+        .unwrap_or_else(|| "unmatched".to_string());
+    if let Some((span, ids)) = &traced {
+        span.record("http.route", route.as_str());
         span.record("http.response.status_code", res.status().as_u16());
         if res.status().is_server_error() {
             span.record("otel.status_code", "ERROR");
         }
-        if let Some(tp) = abi_runtime::trace::traceparent_of(span)
-            && let Ok(v) = HeaderValue::from_str(&tp)
-        {
+        if let Ok(v) = HeaderValue::from_str(&ids.traceparent()) {
             res.headers_mut()
                 .insert(HeaderName::from_static("traceparent"), v);
         }
@@ -143,10 +148,6 @@ pub async fn record(
             elapsed.as_secs_f32() * 1000.0,
             res.status().is_server_error(),
         );
-        let route = res
-            .request()
-            .match_pattern()
-            .unwrap_or_else(|| "unmatched".to_string());
         let status = res.status().as_u16();
         m.requests
             .get_or_create(&RequestLabels {

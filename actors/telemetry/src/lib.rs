@@ -2,18 +2,18 @@
 //! leave the process over OTLP/HTTP (protobuf), with W3C trace context.
 //!
 //! # Shape
-//! - [`Telemetry::new`] builds an SDK tracer provider whose only span processor
-//!   is a **bounded queue** ([`queue`]): a finished span is `try_send`-ed into
-//!   it and, if the queue is full, dropped and counted. Nothing on a request
-//!   path waits for the exporter.
+//! - [`Telemetry::layer`] is the node subscriber's **span layer** ([`layer`]):
+//!   it sees only spans of target [`abi_runtime::trace::TARGET`] (logs and
+//!   library spans never reach the exporter), keeps a compact record per span
+//!   and, when the span closes, `try_send`s it into a **bounded queue**; if
+//!   the queue is full the span is dropped and counted. Nothing on a request
+//!   path waits for the exporter or wakes another thread.
 //! - The queue is drained by the **flusher** ([`flusher`]), a supervised actor
-//!   child of the node (`telemetry`), which batches spans and exports them.
+//!   child of the node (`telemetry`), which batches spans, turns them into
+//!   OpenTelemetry SDK spans and exports them with `opentelemetry-otlp`.
 //!   When the receiver is down the batch is dropped and counted too; the
 //!   flusher never retries beyond the exporter's own timeout, so a dead
 //!   receiver costs at most one export timeout per batch, on the flusher only.
-//! - [`Telemetry::layer`] is the `tracing-opentelemetry` layer for the node's
-//!   subscriber; it only sees spans of target [`abi_runtime::trace::TARGET`],
-//!   so log events and library spans never reach the exporter.
 //! - [`Telemetry::install_propagation`] plugs W3C `traceparent` handling into
 //!   the runtime's trace seam ([`abi_runtime::trace`]), used by `Node::ask`,
 //!   the transport envelope and the gateway.
@@ -23,15 +23,15 @@
 //! with [`Telemetry::register_metrics`].
 
 pub mod flusher;
+pub mod layer;
 mod propagation;
-pub mod queue;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender};
 use std::time::Duration;
 
-use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::trace::{Sampler, SdkTracer, SdkTracerProvider};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -121,51 +121,46 @@ impl Counters {
     }
 }
 
-/// Shared between the tracer provider's queue and the flusher actor.
+/// Shared between the span layer and the flusher actor.
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) cfg: TelemetryConfig,
     pub(crate) resource: Resource,
     pub(crate) counters: Counters,
-    pub(crate) rx:
-        Arc<tokio::sync::Mutex<tokio::sync::mpsc::Receiver<opentelemetry_sdk::trace::SpanData>>>,
+    pub(crate) rx: Arc<tokio::sync::Mutex<Receiver<layer::SpanRecord>>>,
+    /// Set by [`Telemetry::shutdown`]: spans closing later are not queued.
+    pub(crate) closed: Arc<AtomicBool>,
 }
 
 /// The span sink of one process.
 #[derive(Debug, Clone)]
 pub struct Telemetry {
-    provider: SdkTracerProvider,
-    tracer: SdkTracer,
+    tx: SyncSender<layer::SpanRecord>,
     shared: Arc<Shared>,
 }
 
 impl Telemetry {
-    /// Validates `cfg` and builds the tracer provider and the queue. Works
-    /// outside an async runtime (the exporter is built by the flusher).
+    /// Validates `cfg` and builds the queue. Works outside an async runtime
+    /// (the exporter is built by the flusher).
+    ///
+    /// Sampling is decided where a trace starts (the gateway, with
+    /// `sampling_ratio`) before any span exists; every span made is kept.
     pub fn new(cfg: TelemetryConfig) -> Result<Self, TelemetryError> {
         validate(&cfg)?;
-        let counters = Counters::default();
-        let (tx, rx) = tokio::sync::mpsc::channel(cfg.queue_size);
+        // A std channel: its `try_send` wakes nobody unless a receiver is
+        // blocked, and the flusher never blocks on it (it polls).
+        let (tx, rx) = std::sync::mpsc::sync_channel(cfg.queue_size);
         let resource = Resource::builder()
             .with_service_name(cfg.service_name.clone())
             .build();
-        let processor = queue::QueueProcessor::new(tx, counters.clone());
-        let provider = SdkTracerProvider::builder()
-            .with_span_processor(processor)
-            // Sampling is decided where a trace starts (the gateway, with
-            // `sampling_ratio`) before any span exists; every span made is kept.
-            .with_sampler(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)))
-            .with_resource(resource.clone())
-            .build();
-        let tracer = provider.tracer("abi");
         Ok(Self {
-            provider,
-            tracer,
+            tx,
             shared: Arc::new(Shared {
                 cfg,
                 resource,
-                counters,
+                counters: Counters::default(),
                 rx: Arc::new(tokio::sync::Mutex::new(rx)),
+                closed: Arc::new(AtomicBool::new(false)),
             }),
         })
     }
@@ -180,29 +175,22 @@ impl Telemetry {
         &self.shared.counters
     }
 
-    /// The `tracing` layer that turns abi's trace spans into OpenTelemetry spans.
+    /// The `tracing` layer that records abi's trace spans for export.
     ///
     /// Only target [`abi_runtime::trace::TARGET`] passes: logs and the spans of
     /// libraries (hyper, h2, quinn) stay out of the export, which also keeps
     /// the exporter's own HTTP client from tracing itself.
-    pub fn layer<S>(
-        &self,
-    ) -> Filtered<tracing_opentelemetry::OpenTelemetryLayer<S, SdkTracer>, Targets, S>
+    pub fn layer<S>(&self) -> Filtered<layer::SpanLayer, Targets, S>
     where
         S: tracing::Subscriber + for<'a> LookupSpan<'a>,
     {
         use tracing_subscriber::Layer as _;
-        tracing_opentelemetry::layer()
-            .with_tracer(self.tracer.clone())
-            // Thread ids, source locations and busy/idle timings cost per span
-            // and are not needed to follow a request.
-            .with_threads(false)
-            .with_location(false)
-            .with_tracked_inactivity(false)
-            .with_target(false)
-            .with_filter(
-                Targets::new().with_target(abi_runtime::trace::TARGET, tracing::Level::INFO),
-            )
+        layer::SpanLayer::new(
+            self.tx.clone(),
+            &self.shared.counters,
+            self.shared.closed.clone(),
+        )
+        .with_filter(Targets::new().with_target(abi_runtime::trace::TARGET, tracing::Level::INFO))
     }
 
     /// Turns on span creation in `ask`/`tell`, the transport and the gateway.
@@ -233,7 +221,7 @@ impl Telemetry {
             );
             // Both reasons appear from the start, so a rate() over them works
             // before the first drop.
-            c.dropped(queue::QUEUE_FULL);
+            c.dropped(layer::QUEUE_FULL);
             c.dropped(flusher::EXPORT_FAILED);
             TelemetryRegistered
         });
@@ -244,11 +232,10 @@ impl Telemetry {
         flusher::child_spec(self.shared.clone())
     }
 
-    /// Ends the provider: later spans are not recorded. Spans already queued
-    /// are exported by the flusher when it stops.
+    /// Stops queueing spans: later ones are not exported. Spans already
+    /// queued are exported by the flusher when it stops.
     pub fn shutdown(&self) {
-        // The queue processor's shutdown cannot fail; the error type is the SDK's.
-        let _ = self.provider.shutdown();
+        self.shared.closed.store(true, Ordering::Relaxed);
     }
 }
 

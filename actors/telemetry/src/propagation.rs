@@ -1,13 +1,8 @@
 //! W3C trace context (`traceparent`) for the runtime's trace seam.
 
-use std::collections::HashMap;
+use crate::layer::with_record;
 
-use opentelemetry::propagation::TextMapPropagator as _;
-use opentelemetry::trace::TraceContextExt as _;
-use opentelemetry_sdk::propagation::TraceContextPropagator;
-use tracing_opentelemetry::OpenTelemetrySpanExt as _;
-
-/// `traceparent` in and out of `tracing` spans, through `tracing-opentelemetry`;
+/// `traceparent` in and out of the spans recorded by [`crate::layer::SpanLayer`];
 /// head sampling of new traces at `ratio`.
 #[derive(Debug, Clone, Copy)]
 pub struct W3c {
@@ -17,17 +12,7 @@ pub struct W3c {
 
 impl abi_runtime::trace::Propagation for W3c {
     fn traceparent(&self, span: &tracing::Span) -> Option<String> {
-        let cx = span.context();
-        let sc = cx.span().span_context().clone();
-        if !sc.is_valid() {
-            return None;
-        }
-        Some(format!(
-            "00-{}-{}-{:02x}",
-            sc.trace_id(),
-            sc.span_id(),
-            sc.trace_flags().to_u8()
-        ))
+        with_record(span, |r| r.traceparent())
     }
 
     fn sample_new(&self) -> bool {
@@ -49,11 +34,13 @@ impl abi_runtime::trace::Propagation for W3c {
     }
 
     fn set_parent(&self, span: &tracing::Span, traceparent: &str) {
-        let carrier = HashMap::from([("traceparent".to_string(), traceparent.to_string())]);
-        let cx = TraceContextPropagator::new().extract(&carrier);
-        // An invalid header yields an empty context: the span then starts a new trace.
-        if cx.span().span_context().is_valid() {
-            let _ = span.set_parent(cx);
+        // An invalid header leaves the span the root of a new trace.
+        if let Some((trace_id, parent, _)) = abi_runtime::trace::parse_traceparent(traceparent) {
+            with_record(span, |r| {
+                r.trace_id = trace_id;
+                r.parent_span_id = parent;
+                r.parent_remote = true;
+            });
         }
     }
 }

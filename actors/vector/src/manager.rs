@@ -162,11 +162,8 @@ pub fn collection_spec(root: &std::path::Path, cfg: &CollectionConfig) -> ChildS
 }
 
 fn shard_path(node: &Node, collection: &str, i: u32) -> Result<ActorPath, VectorError> {
-    node.path(&format!(
-        "{}/{collection}/shard-{i}",
-        abi_protocol::paths::VECTOR
-    ))
-    .map_err(|e| VectorError::BadRequest(e.to_string()))
+    node.path(&crate::routing::shard_name(collection, i))
+        .map_err(|e| VectorError::BadRequest(e.to_string()))
 }
 
 fn remaining(deadline: Instant) -> Duration {
@@ -304,6 +301,7 @@ impl ManagerState {
 /// the read pool in one job (shards in parallel), as the in-process engine does,
 /// instead of one ask per shard actor (each a hop and a wake-up). Untraced requests only.
 async fn search_open(
+    node_root: &ActorPath,
     shards: Vec<(Arc<crate::shard::Shard>, ShardMetrics)>,
     cfg: &CollectionConfig,
     req: &Search,
@@ -312,21 +310,38 @@ async fn search_open(
         m.searches.inc_by(req.queries.len() as u64);
     }
     let small = shards.iter().all(|(s, _)| s.is_small());
+    // A traced request gets one span per shard, as the shard actors would
+    // have made had it asked them: its trace shows every shard it read.
+    let spans: Vec<Option<tracing::Span>> = (0..shards.len() as u32)
+        .map(|i| {
+            let name = crate::routing::shard_name(&cfg.name, i);
+            let path = ActorPath::new(node_root.node.clone(), node_root.incarnation, &name).ok()?;
+            abi_runtime::trace::message_span(&path, ShardSearch::TYPE, false)
+        })
+        .collect();
     let queries = req.queries.clone();
     let run = move |parallel: bool| {
         use rayon::prelude::*;
-        let one = |s: &Arc<crate::shard::Shard>| {
+        let one = |(s, span): (&Arc<crate::shard::Shard>, &Option<tracing::Span>)| {
+            let _entered = span.as_ref().map(|s| s.enter());
             queries
                 .iter()
                 .map(|q| s.search(q))
                 .collect::<Result<Vec<_>, _>>()
         };
         if parallel {
-            shards.par_iter().map(|(s, _)| one(s)).collect()
+            shards
+                .par_iter()
+                .map(|(s, _)| s)
+                .zip(spans.par_iter())
+                .map(one)
+                .collect()
         } else {
             shards
                 .iter()
-                .map(|(s, _)| one(s))
+                .map(|(s, _)| s)
+                .zip(spans.iter())
+                .map(one)
                 .collect::<Result<Vec<_>, _>>()
         }
     };
@@ -400,7 +415,11 @@ fn open_shards(
 /// whose shards are all open runs in the caller's task (small shards right there, others as
 /// one read-pool job), without the hop through the manager's mailbox and task. The rest
 /// (replicated or unknown collections, restarting shards) goes to the manager.
-pub fn direct_search(catalog: LocalCatalog, root: PathBuf) -> abi_runtime::DirectRead<Search> {
+pub fn direct_search(
+    node_root: ActorPath,
+    catalog: LocalCatalog,
+    root: PathBuf,
+) -> abi_runtime::DirectRead<Search> {
     Arc::new(move |req: Search| {
         let Some(cfg) = catalog.read().get(&req.collection).cloned() else {
             return Err(req);
@@ -408,9 +427,10 @@ pub fn direct_search(catalog: LocalCatalog, root: PathBuf) -> abi_runtime::Direc
         let Some(shards) = open_shards(&root, &cfg) else {
             return Err(req);
         };
+        let node_root = node_root.clone();
         Ok(Box::pin(async move {
             check_search(&cfg, &req)?;
-            search_open(shards, &cfg, &req).await
+            search_open(&node_root, shards, &cfg, &req).await
         }))
     })
 }
@@ -423,12 +443,10 @@ async fn search(
     root: PathBuf,
 ) -> Result<SearchResult, VectorError> {
     check_search(&cfg, &req)?;
-    // A traced request takes the asks, so that its trace shows every shard actor.
     if matches!(route, Route::Local)
-        && !abi_runtime::trace::traced()
         && let Some(shards) = open_shards(&root, &cfg)
     {
-        return search_open(shards, &cfg, &req).await;
+        return search_open(&node.root_path(), shards, &cfg, &req).await;
     }
     let timeout = Duration::from_millis(req.timeout_ms.max(1) as u64);
     let asks = (0..cfg.shards).map(|i| {
@@ -934,7 +952,7 @@ pub fn child_spec_with(
                     .map_err(abi_runtime::StartError::msg)?;
                 ctx.node.register_health_check(ctx.path.clone());
                 let catalog = LocalCatalog::default();
-                let direct = direct_search(catalog.clone(), root.clone());
+                let direct = direct_search(ctx.node.root_path(), catalog.clone(), root.clone());
                 let args = ManagerArgs {
                     node: ctx.node.clone(),
                     parent,

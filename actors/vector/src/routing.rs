@@ -52,7 +52,8 @@ fn ask_err(e: AskError) -> VectorError {
     }
 }
 
-fn shard_name(collection: &str, i: u32) -> String {
+/// The actor name of shard `i` of `collection` (below the vector subsystem).
+pub(crate) fn shard_name(collection: &str, i: u32) -> String {
     format!("{}/{collection}/shard-{i}", abi_protocol::paths::VECTOR)
 }
 

@@ -217,10 +217,7 @@ impl Node {
         let routed = self.inner.registry.with(&to.name, |mailbox| {
             let mailbox = mailbox.ok_or_else(|| AskError::NoSuchActor(to.to_string()))?;
             let mut req = req;
-            // A traced ask goes through the mailbox, so its trace shows the actor.
-            if span.is_none()
-                && let Some(read) = mailbox.direct::<R>()
-            {
+            if let Some(read) = mailbox.direct::<R>() {
                 match read(req) {
                     Ok(fut) => {
                         self.stats(mailbox, &to.name).messages.inc();
@@ -247,7 +244,13 @@ impl Node {
             Ok(Routed::Queued(rx, timed.then(|| stats.clone())))
         })?;
         let (rx, stats) = match routed {
-            Routed::Direct(mut fut) => {
+            Routed::Direct(fut) => {
+                // A traced direct read runs inside the message's span: the trace
+                // shows the actor that answered, as if the message had been queued.
+                let mut fut = match span {
+                    Some(span) => Box::pin(tracing::Instrument::instrument(fut, span)),
+                    None => fut,
+                };
                 // Most direct reads finish on their first poll: no timer for those.
                 if let std::task::Poll::Ready(reply) = futures::poll!(&mut fut) {
                     return Ok(reply);

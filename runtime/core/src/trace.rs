@@ -53,24 +53,82 @@ pub fn sample_new() -> bool {
     HOOK.get().is_some_and(|h| h.sample_new())
 }
 
-/// The sampled flag of a W3C `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`),
-/// or `None` when the value is malformed or names the invalid all-zero ids.
-pub fn sampled_flag(traceparent: &str) -> Option<bool> {
+/// The parts of a valid W3C `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`):
+/// trace id, parent span id, sampled flag; `None` when the value is malformed
+/// or names the invalid all-zero ids.
+pub fn parse_traceparent(traceparent: &str) -> Option<(u128, u64, bool)> {
     let mut parts = traceparent.trim().split('-');
     let (version, trace_id, span_id, flags) =
         (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
     let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
-    let zero = |s: &str| s.bytes().all(|b| b == b'0');
     // Version 00 has exactly four fields; later versions may append more.
     if !hex(version, 2) || version == "ff" || (version == "00" && parts.next().is_some()) {
         return None;
     }
-    if !hex(trace_id, 32) || !hex(span_id, 16) || !hex(flags, 2) || zero(trace_id) || zero(span_id)
-    {
+    if !hex(trace_id, 32) || !hex(span_id, 16) || !hex(flags, 2) {
         return None;
     }
+    let trace_id = u128::from_str_radix(trace_id, 16).ok()?;
+    let span_id = u64::from_str_radix(span_id, 16).ok()?;
     let flags = u8::from_str_radix(flags, 16).ok()?;
-    Some(flags & 1 == 1)
+    if trace_id == 0 || span_id == 0 {
+        return None;
+    }
+    Some((trace_id, span_id, flags & 1 == 1))
+}
+
+/// Ids of a span that starts or continues a trace at an entry point (the
+/// gateway's `http.request`), chosen before the span exists.
+///
+/// The span carries them as its fields `trace_id` (u128), `span_id` and
+/// `parent_span_id` (u64; 0 for a root, else a remote parent), which the
+/// telemetry layer takes as the span's identity instead of drawing ids; the
+/// entry point can then answer the span's `traceparent` without looking the
+/// span up again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpanIds {
+    /// W3C trace id.
+    pub trace_id: u128,
+    /// This span's id.
+    pub span_id: u64,
+    /// The remote parent's span id, 0 for the root of a new trace.
+    pub parent_span_id: u64,
+}
+
+impl SpanIds {
+    /// Ids of the root span of a new trace.
+    pub fn root() -> Self {
+        Self {
+            trace_id: nonzero(rand::random),
+            span_id: nonzero(rand::random),
+            parent_span_id: 0,
+        }
+    }
+
+    /// Ids of a child of the remote span `parent_span_id` in trace `trace_id`
+    /// (from [`parse_traceparent`]).
+    pub fn child(trace_id: u128, parent_span_id: u64) -> Self {
+        Self {
+            trace_id,
+            span_id: nonzero(rand::random),
+            parent_span_id,
+        }
+    }
+
+    /// The W3C `traceparent` naming this (sampled) span.
+    pub fn traceparent(&self) -> String {
+        format!("00-{:032x}-{:016x}-01", self.trace_id, self.span_id)
+    }
+}
+
+/// A fresh non-zero id (zero is W3C's "invalid").
+pub fn nonzero<T: PartialEq + Default>(mut draw: impl FnMut() -> T) -> T {
+    loop {
+        let v = draw();
+        if v != T::default() {
+            return v;
+        }
+    }
 }
 
 /// The `traceparent` of the current span (what goes into a transport envelope).
@@ -154,7 +212,28 @@ pub fn inbound_span(
 
 #[cfg(test)]
 mod tests {
-    use super::sampled_flag;
+    use super::{SpanIds, parse_traceparent};
+
+    fn sampled_flag(traceparent: &str) -> Option<bool> {
+        parse_traceparent(traceparent).map(|(_, _, sampled)| sampled)
+    }
+
+    #[test]
+    fn span_ids_round_trip_through_traceparent() {
+        let root = SpanIds::root();
+        assert!(root.trace_id != 0 && root.span_id != 0 && root.parent_span_id == 0);
+        let (trace_id, parent, sampled) = parse_traceparent(&root.traceparent()).expect("valid");
+        assert!(sampled);
+        let child = SpanIds::child(trace_id, parent);
+        assert_eq!(child.trace_id, root.trace_id);
+        assert_eq!(child.parent_span_id, root.span_id);
+        assert_ne!(child.span_id, root.span_id);
+        assert_eq!(
+            parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+            Some((0x4bf92f3577b34da6a3ce929d0e0e4736, 0x00f067aa0ba902b7, true))
+        );
+        assert_eq!(parse_traceparent("00-4bf92f35-00f067aa0ba902b7-01"), None);
+    }
 
     #[test]
     fn traceparent_flags() {
