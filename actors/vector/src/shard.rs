@@ -123,6 +123,17 @@ struct State {
     /// Inserts into a reloaded index (hnsw_rs samples their levels badly; see compaction).
     inserted_after_load: usize,
     loaded: bool,
+    /// Bumped by every change to `points`: tells whether a [`ScanCopy`] is current.
+    version: u64,
+}
+
+/// A contiguous copy of a small shard's points (row `i` is `ids[i]`, in id order) for
+/// exact scans: a scan then streams one matrix instead of visiting a tree node and a
+/// separately allocated vector per point. Taken by the first scan after a change.
+struct ScanCopy {
+    version: u64,
+    ids: Vec<PointId>,
+    vectors: Vec<f32>,
 }
 
 /// Shards holding at most this many vector components (1 MiB of `f32`) answer searches
@@ -134,6 +145,34 @@ pub const FULL_SCAN_FLOATS: usize = 1 << 18;
 /// collecting and partially sorting every distance.
 const SMALL_K: usize = 128;
 
+/// The `want` nearest of `candidates` (index distance, then id), nearest first.
+fn best_hits(candidates: impl Iterator<Item = (PointId, f32)>, want: usize) -> Vec<(PointId, f32)> {
+    let order = |a: &(PointId, f32), b: &(PointId, f32)| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0));
+    if want > SMALL_K {
+        let mut hits: Vec<(PointId, f32)> = candidates.collect();
+        if hits.len() > want {
+            hits.select_nth_unstable_by(want - 1, order);
+            hits.truncate(want);
+        }
+        hits.sort_unstable_by(order);
+        return hits;
+    }
+    // Few hits wanted: keep the best so far sorted; most points are rejected by one
+    // comparison with the worst kept.
+    let mut best: Vec<(PointId, f32)> = Vec::with_capacity(want + 1);
+    for hit in candidates {
+        if best.len() == want {
+            if best.last().is_some_and(|w| order(&hit, w).is_ge()) {
+                continue;
+            }
+            best.pop();
+        }
+        let at = best.partition_point(|h| order(h, &hit).is_lt());
+        best.insert(at, hit);
+    }
+    best
+}
+
 /// A shard of a collection; see the module docs.
 pub struct Shard {
     dir: PathBuf,
@@ -143,6 +182,7 @@ pub struct Shard {
     writer: Mutex<()>,
     wal: Wal,
     compacting: AtomicBool,
+    scan_copy: Mutex<Option<Arc<ScanCopy>>>,
 }
 
 impl std::fmt::Debug for Shard {
@@ -202,6 +242,7 @@ impl State {
     }
 
     fn kill(&mut self, id: PointId) -> bool {
+        self.version += 1;
         match self.points.remove(&id) {
             Some(old) => {
                 self.slots[old.slot] = None;
@@ -217,6 +258,7 @@ impl State {
 
     /// Applies an upsert whose vectors were inserted into `index` at `first_slot..`.
     fn apply_upsert(&mut self, points: Vec<(PointId, Vec<f32>, Option<Value>)>, first_slot: usize) {
+        self.version += 1;
         for (i, (id, vector, payload)) in points.into_iter().enumerate() {
             let slot = first_slot + i;
             if let Some(old) = self.points.get(&id) {
@@ -326,6 +368,7 @@ impl Shard {
                     touched: None,
                     inserted_after_load: 0,
                     loaded: true,
+                    version: 0,
                 },
                 m.seq,
             )
@@ -339,6 +382,7 @@ impl Shard {
                     touched: None,
                     inserted_after_load: 0,
                     loaded: false,
+                    version: 0,
                 },
                 0,
             )
@@ -383,6 +427,7 @@ impl Shard {
             writer: Mutex::new(()),
             wal,
             compacting: AtomicBool::new(false),
+            scan_copy: Mutex::new(None),
         })
     }
 
@@ -624,36 +669,43 @@ impl Shard {
         filter: Option<&Filter>,
         want: usize,
     ) -> Vec<(PointId, f32)> {
-        let order =
-            |a: &(PointId, f32), b: &(PointId, f32)| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0));
+        if filter.is_none() && self.small(st) {
+            let copy = self.scan_copy(st);
+            let rows = copy.vectors.chunks_exact(self.cfg.dim.max(1));
+            let candidates = copy
+                .ids
+                .iter()
+                .zip(rows)
+                .map(|(id, row)| (*id, self.dist.index_distance(v, row)));
+            return best_hits(candidates, want);
+        }
         let candidates = st
             .points
             .iter()
             .filter(|(id, s)| filter.is_none_or(|f| matches(f, **id, s)))
             .map(|(id, s)| (*id, self.dist.index_distance(v, &s.vector)));
-        if want > SMALL_K {
-            let mut hits: Vec<(PointId, f32)> = candidates.collect();
-            if hits.len() > want {
-                hits.select_nth_unstable_by(want - 1, order);
-                hits.truncate(want);
-            }
-            hits.sort_unstable_by(order);
-            return hits;
+        best_hits(candidates, want)
+    }
+
+    /// The current [`ScanCopy`] of `st`, taken now if points changed since the last one.
+    fn scan_copy(&self, st: &State) -> Arc<ScanCopy> {
+        let mut slot = self.scan_copy.lock();
+        if let Some(copy) = slot.as_ref().filter(|c| c.version == st.version) {
+            return copy.clone();
         }
-        // Few hits wanted: keep the best so far sorted; most points are rejected by one
-        // comparison with the worst kept.
-        let mut best: Vec<(PointId, f32)> = Vec::with_capacity(want + 1);
-        for hit in candidates {
-            if best.len() == want {
-                if best.last().is_some_and(|w| order(&hit, w).is_ge()) {
-                    continue;
-                }
-                best.pop();
-            }
-            let at = best.partition_point(|h| order(h, &hit).is_lt());
-            best.insert(at, hit);
+        let mut ids = Vec::with_capacity(st.points.len());
+        let mut vectors = Vec::with_capacity(st.points.len() * self.cfg.dim);
+        for (id, s) in &st.points {
+            ids.push(*id);
+            vectors.extend_from_slice(&s.vector);
         }
-        best
+        let copy = Arc::new(ScanCopy {
+            version: st.version,
+            ids,
+            vectors,
+        });
+        *slot = Some(copy.clone());
+        copy
     }
 
     /// Whether this shard is small enough that reads cost microseconds (exact scans):

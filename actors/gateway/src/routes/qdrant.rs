@@ -18,7 +18,7 @@ use abi_protocol::vector::{
 use abi_protocol::{ActorPath, Request};
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use super::collection_route::{self, Scoped};
@@ -74,12 +74,20 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 // ---------------------------------------------------------------------------------------------
 // Plumbing
 
-fn ok(result: Value, started: Instant) -> HttpResponse {
-    HttpResponse::Ok().json(json!({
-        "result": result,
-        "status": "ok",
-        "time": started.elapsed().as_secs_f64(),
-    }))
+/// Qdrant's answer envelope.
+#[derive(Serialize)]
+struct Answer<T> {
+    result: T,
+    status: &'static str,
+    time: f64,
+}
+
+fn ok<T: Serialize>(result: T, started: Instant) -> HttpResponse {
+    HttpResponse::Ok().json(Answer {
+        result,
+        status: "ok",
+        time: started.elapsed().as_secs_f64(),
+    })
 }
 
 fn bad(msg: impl Into<String>) -> ApiError {
@@ -379,16 +387,34 @@ fn render_payload(text: &Option<String>, sel: &PayloadSel) -> Value {
     }
 }
 
-fn scored_json(p: &ScoredPoint, sel: &PayloadSel) -> Value {
-    json!({
-        "id": id_json(p.id),
-        "version": 0,
-        "score": p.score,
-        "payload": render_payload(&p.payload_json, sel),
-        "vector": p.vector,
-        "shard_key": null,
-        "order_value": null,
-    })
+/// One hit as Qdrant answers it; serialized straight into the response (no JSON tree).
+#[derive(Serialize)]
+struct Scored {
+    id: Value,
+    version: u64,
+    score: f32,
+    payload: Value,
+    vector: Option<Vec<f32>>,
+    shard_key: (),
+    order_value: (),
+}
+
+/// The hits of one query in the Query API's shape.
+#[derive(Serialize)]
+struct QueryPoints {
+    points: Vec<Scored>,
+}
+
+fn scored(p: ScoredPoint, sel: &PayloadSel) -> Scored {
+    Scored {
+        id: id_json(p.id),
+        version: 0,
+        score: p.score,
+        payload: render_payload(&p.payload_json, sel),
+        vector: p.vector,
+        shard_key: (),
+        order_value: (),
+    }
 }
 
 fn record_json(p: &PointRecord, sel: &PayloadSel) -> Value {
@@ -1028,7 +1054,7 @@ async fn run_search(
     collection: String,
     parsed: Vec<Parsed>,
     q: &PartialQuery,
-) -> Result<Vec<Vec<Value>>, ApiError> {
+) -> Result<Vec<Vec<Scored>>, ApiError> {
     too_many("searches", parsed.len())?;
     let allow_partial = q.abi_allow_partial == Some(true);
     let consistency = read_consistency(&q.consistency)?;
@@ -1061,9 +1087,9 @@ async fn run_search(
     .await?;
     Ok(res
         .hits
-        .iter()
+        .into_iter()
         .zip(&sels)
-        .map(|(hits, sel)| hits.iter().map(|h| scored_json(h, sel)).collect())
+        .map(|(hits, sel)| hits.into_iter().map(|h| scored(h, sel)).collect())
         .collect())
 }
 
@@ -1120,7 +1146,7 @@ async fn search(
     let t = Instant::now();
     let parsed = parse_search(body.into_inner(), false, state.request_timeout)?;
     let mut out = run_search(&state, name.into_inner(), vec![parsed], &q).await?;
-    Ok(ok(Value::Array(out.pop().unwrap_or_default()), t))
+    Ok(ok(out.pop().unwrap_or_default(), t))
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -1151,7 +1177,7 @@ async fn search_batch(
         .map(|b| parse_search(b, false, state.request_timeout))
         .collect::<Result<Vec<_>, _>>()?;
     let out = run_search(&state, name.into_inner(), parsed, &q).await?;
-    Ok(ok(json!(out), t))
+    Ok(ok(out, t))
 }
 
 fn query_defaults(mut b: SearchBody) -> SearchBody {
@@ -1184,7 +1210,8 @@ async fn query(
         state.request_timeout,
     )?;
     let mut out = run_search(&state, name.into_inner(), vec![parsed], &q).await?;
-    Ok(ok(json!({ "points": out.pop().unwrap_or_default() }), t))
+    let points = out.pop().unwrap_or_default();
+    Ok(ok(QueryPoints { points }, t))
 }
 
 #[utoipa::path(
@@ -1209,11 +1236,11 @@ async fn query_batch(
         .map(|b| parse_search(query_defaults(b), true, state.request_timeout))
         .collect::<Result<Vec<_>, _>>()?;
     let out = run_search(&state, name.into_inner(), parsed, &q).await?;
-    let list: Vec<Value> = out
+    let list: Vec<QueryPoints> = out
         .into_iter()
-        .map(|points| json!({ "points": points }))
+        .map(|points| QueryPoints { points })
         .collect();
-    Ok(ok(Value::Array(list), t))
+    Ok(ok(list, t))
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
