@@ -1,6 +1,6 @@
 //! Per-route request counters and latency histograms, recorded by a middleware.
 
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -11,7 +11,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 
-use abi_runtime::trace::SpanIds;
+use abi_runtime::trace::{AttrValue, EntrySpan, SpanIds};
 
 use crate::GatewayState;
 
@@ -66,43 +66,31 @@ impl HttpMetrics {
     }
 }
 
-/// The `http.request` span of one request and its ids, or `None` when it is
+/// The ids of the `http.request` span of one request, or `None` when it is
 /// not traced.
 ///
 /// Head sampling happens here, before any span exists: a client's valid
 /// `traceparent` decides (its sampled flag), else the sampling ratio does.
 /// An unsampled request then makes no span anywhere (actor messages are only
 /// traced inside a traced request), which is what keeps tracing cheap.
-fn request_span(req: &ServiceRequest, method: &str) -> Option<(tracing::Span, SpanIds)> {
+fn request_ids(req: &ServiceRequest) -> Option<SpanIds> {
     let parent = req
         .headers()
         .get("traceparent")
         .and_then(|v| v.to_str().ok())
         .and_then(abi_runtime::trace::parse_traceparent);
-    let ids = match parent {
-        Some((_, _, false)) => return None,
-        Some((trace_id, parent_span_id, true)) => SpanIds::child(trace_id, parent_span_id),
-        None if !abi_runtime::trace::sample_new() => return None,
-        None => SpanIds::root(),
-    };
-    let span = tracing::info_span!(
-        target: abi_runtime::trace::TARGET,
-        "http.request",
-        trace_id = ids.trace_id,
-        span_id = ids.span_id,
-        parent_span_id = ids.parent_span_id,
-        otel.kind = "server",
-        otel.status_code = tracing::field::Empty,
-        http.request.method = method,
-        http.route = tracing::field::Empty,
-        http.response.status_code = tracing::field::Empty,
-    );
-    Some((span, ids))
+    match parent {
+        Some((_, _, false)) => None,
+        Some((trace_id, parent_span_id, true)) => Some(SpanIds::child(trace_id, parent_span_id)),
+        None if !abi_runtime::trace::sample_new() => None,
+        None => Some(SpanIds::root()),
+    }
 }
 
 /// Middleware: times every request and counts it by route and status; with
-/// tracing on, runs it inside an `http.request` span and answers the span's
-/// `traceparent` so that a client can find its trace.
+/// tracing on, runs it as an `http.request` entry span
+/// ([`abi_runtime::trace::in_entry`]) and answers the span's `traceparent` so
+/// that a client can find its trace.
 pub async fn record(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
@@ -113,29 +101,35 @@ pub async fn record(
         .app_data::<actix_web::web::Data<GatewayState>>()
         .cloned();
     let traced = if abi_runtime::trace::enabled() {
-        request_span(&req, &method)
+        request_ids(&req).map(|ids| (ids, SystemTime::now()))
     } else {
         None
     };
-    let mut res = match &traced {
-        Some((span, _)) => {
-            // Entered per poll like `Instrument`, without cloning the span
-            // (a clone is one more reference to count and close).
-            let mut inner = std::pin::pin!(next.call(req));
-            std::future::poll_fn(|cx| span.in_scope(|| inner.as_mut().poll(cx))).await?
-        }
+    let mut res = match traced {
+        Some((ids, _)) => abi_runtime::trace::in_entry(ids, next.call(req)).await?,
         None => next.call(req).await?,
     };
     let route = res
         .request()
         .match_pattern()
         .unwrap_or_else(|| "unmatched".to_string());
-    if let Some((span, ids)) = &traced {
-        span.record("http.route", route.as_str());
-        span.record("http.response.status_code", res.status().as_u16());
-        if res.status().is_server_error() {
-            span.record("otel.status_code", "ERROR");
-        }
+    if let Some((ids, started)) = traced {
+        let status = res.status();
+        abi_runtime::trace::export(EntrySpan {
+            ids,
+            name: "http.request",
+            start: started,
+            end: SystemTime::now(),
+            error: status.is_server_error(),
+            attributes: vec![
+                ("http.request.method", AttrValue::Str(method.clone())),
+                ("http.route", AttrValue::Str(route.clone())),
+                (
+                    "http.response.status_code",
+                    AttrValue::I64(i64::from(status.as_u16())),
+                ),
+            ],
+        });
         if let Ok(v) = HeaderValue::from_str(&ids.traceparent()) {
             res.headers_mut()
                 .insert(HeaderName::from_static("traceparent"), v);

@@ -71,7 +71,12 @@ impl SpanRecord {
     /// The W3C `traceparent` naming this span (always sampled: unsampled
     /// requests make no spans).
     pub(crate) fn traceparent(&self) -> String {
-        format!("00-{:032x}-{:016x}-01", self.trace_id, self.span_id)
+        abi_runtime::trace::SpanIds {
+            trace_id: self.trace_id,
+            span_id: self.span_id,
+            parent_span_id: self.parent_span_id,
+        }
+        .traceparent()
     }
 
     fn set(&mut self, key: &'static str, value: Value) {
@@ -83,9 +88,7 @@ impl SpanRecord {
 }
 
 /// Collects a span's fields into its record. `otel.kind` and
-/// `otel.status_code` set the kind and status; `trace_id`, `span_id` and
-/// `parent_span_id` are ids chosen by an entry point
-/// ([`abi_runtime::trace::SpanIds`]); the rest become attributes.
+/// `otel.status_code` set the kind and status; the rest become attributes.
 struct Fields<'a>(&'a mut SpanRecord);
 
 impl Visit for Fields<'_> {
@@ -111,24 +114,9 @@ impl Visit for Fields<'_> {
         self.0.set(field.name(), Value::I64(value));
     }
     fn record_u64(&mut self, field: &Field, value: u64) {
-        match field.name() {
-            "span_id" => self.0.span_id = value,
-            "parent_span_id" => {
-                self.0.parent_span_id = value;
-                self.0.parent_remote = value != 0;
-            }
-            // OTLP integers are signed; larger values keep their digits as text.
-            name => self.0.set(
-                name,
-                i64::try_from(value).map_or_else(|_| Value::Str(value.to_string()), Value::I64),
-            ),
-        }
-    }
-    fn record_u128(&mut self, field: &Field, value: u128) {
-        match field.name() {
-            "trace_id" => self.0.trace_id = value,
-            name => self.0.set(name, Value::Str(value.to_string())),
-        }
+        // OTLP integers are signed; larger values keep their digits as text.
+        let v = i64::try_from(value).map_or_else(|_| Value::Str(value.to_string()), Value::I64);
+        self.0.set(field.name(), v);
     }
     fn record_f64(&mut self, field: &Field, value: f64) {
         self.0.set(field.name(), Value::F64(value));
@@ -138,8 +126,9 @@ impl Visit for Fields<'_> {
     }
 }
 
-/// The `tracing` layer that records trace spans (see the module docs).
-pub struct SpanLayer {
+/// The sending side of the bounded span queue, with its counters.
+#[derive(Debug, Clone)]
+pub(crate) struct Queue {
     tx: SyncSender<SpanRecord>,
     queued: Gauge,
     // The labelled counter itself: looking it up in its family per drop would
@@ -148,7 +137,7 @@ pub struct SpanLayer {
     closed: Arc<AtomicBool>,
 }
 
-impl SpanLayer {
+impl Queue {
     pub(crate) fn new(
         tx: SyncSender<SpanRecord>,
         counters: &Counters,
@@ -160,6 +149,33 @@ impl SpanLayer {
             queue_full: counters.dropped(QUEUE_FULL),
             closed,
         }
+    }
+
+    /// Queues a finished span, or drops and counts it when the queue is full.
+    pub(crate) fn push(&self, record: SpanRecord) {
+        if self.closed.load(Ordering::Relaxed) {
+            return;
+        }
+        match self.tx.try_send(record) {
+            Ok(()) => {
+                self.queued.inc();
+            }
+            // Disconnected only while the process ends; count it with the full queue.
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.queue_full.inc();
+            }
+        }
+    }
+}
+
+/// The `tracing` layer that records trace spans (see the module docs).
+pub struct SpanLayer {
+    queue: Queue,
+}
+
+impl SpanLayer {
+    pub(crate) fn new(queue: Queue) -> Self {
+        Self { queue }
     }
 }
 
@@ -182,20 +198,17 @@ where
             attributes: Vec::with_capacity(attrs.fields().len()),
         };
         attrs.record(&mut Fields(&mut record));
-        if record.trace_id == 0 {
-            // Under this layer's filter, `parent()` is the nearest trace span:
-            // log spans in between (the gateway's request-id span) are skipped.
-            let parent = span.parent().and_then(|p| {
-                p.extensions()
-                    .get::<SpanRecord>()
-                    .map(|r| (r.trace_id, r.span_id))
-            });
-            (record.trace_id, record.parent_span_id) =
-                parent.unwrap_or_else(|| (nonzero(rand::random), 0));
-        }
-        if record.span_id == 0 {
-            record.span_id = nonzero(rand::random);
-        }
+        // Under this layer's filter, `parent()` is the nearest trace span: log
+        // spans in between (the gateway's request-id span) are skipped. Without
+        // one, the caller parents the span with `set_parent_ids` or it is a root.
+        let parent = span.parent().and_then(|p| {
+            p.extensions()
+                .get::<SpanRecord>()
+                .map(|r| (r.trace_id, r.span_id))
+        });
+        (record.trace_id, record.parent_span_id) =
+            parent.unwrap_or_else(|| (nonzero(rand::random), 0));
+        record.span_id = nonzero(rand::random);
         span.extensions_mut().insert(record);
     }
 
@@ -212,19 +225,8 @@ where
         let Some(mut record) = span.extensions_mut().remove::<SpanRecord>() else {
             return;
         };
-        if self.closed.load(Ordering::Relaxed) {
-            return;
-        }
         record.end = SystemTime::now();
-        match self.tx.try_send(record) {
-            Ok(()) => {
-                self.queued.inc();
-            }
-            // Disconnected only while the process ends; count it with the full queue.
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                self.queue_full.inc();
-            }
-        }
+        self.queue.push(record);
     }
 }
 

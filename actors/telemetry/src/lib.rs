@@ -185,19 +185,25 @@ impl Telemetry {
         S: tracing::Subscriber + for<'a> LookupSpan<'a>,
     {
         use tracing_subscriber::Layer as _;
-        layer::SpanLayer::new(
+        layer::SpanLayer::new(self.queue()).with_filter(
+            Targets::new().with_target(abi_runtime::trace::TARGET, tracing::Level::INFO),
+        )
+    }
+
+    fn queue(&self) -> layer::Queue {
+        layer::Queue::new(
             self.tx.clone(),
             &self.shared.counters,
             self.shared.closed.clone(),
         )
-        .with_filter(Targets::new().with_target(abi_runtime::trace::TARGET, tracing::Level::INFO))
     }
 
     /// Turns on span creation in `ask`/`tell`, the transport and the gateway.
     pub fn install_propagation(&self) -> bool {
-        abi_runtime::trace::install(Box::new(W3c {
-            ratio: self.shared.cfg.sampling_ratio,
-        }))
+        abi_runtime::trace::install(Box::new(W3c::new(
+            self.shared.cfg.sampling_ratio,
+            self.queue(),
+        )))
     }
 
     /// Registers the sink's counters in `node`'s Prometheus registry (once per process).

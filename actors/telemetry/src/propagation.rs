@@ -1,13 +1,22 @@
 //! W3C trace context (`traceparent`) for the runtime's trace seam.
 
-use crate::layer::with_record;
+use abi_runtime::trace::{AttrValue, EntrySpan};
 
-/// `traceparent` in and out of the spans recorded by [`crate::layer::SpanLayer`];
-/// head sampling of new traces at `ratio`.
-#[derive(Debug, Clone, Copy)]
+use crate::layer::{Kind, Queue, SpanRecord, Value, with_record};
+
+/// `traceparent` in and out of the spans recorded by [`crate::layer::SpanLayer`],
+/// entry spans into the same queue; head sampling of new traces at `ratio`.
+#[derive(Debug, Clone)]
 pub struct W3c {
     /// Fraction of requests without trace context that start a trace.
-    pub ratio: f64,
+    ratio: f64,
+    queue: Queue,
+}
+
+impl W3c {
+    pub(crate) fn new(ratio: f64, queue: Queue) -> Self {
+        Self { ratio, queue }
+    }
 }
 
 impl abi_runtime::trace::Propagation for W3c {
@@ -33,14 +42,36 @@ impl abi_runtime::trace::Propagation for W3c {
         .unwrap_or(false)
     }
 
-    fn set_parent(&self, span: &tracing::Span, traceparent: &str) {
-        // An invalid header leaves the span the root of a new trace.
-        if let Some((trace_id, parent, _)) = abi_runtime::trace::parse_traceparent(traceparent) {
-            with_record(span, |r| {
-                r.trace_id = trace_id;
-                r.parent_span_id = parent;
-                r.parent_remote = true;
-            });
-        }
+    fn set_parent_ids(&self, span: &tracing::Span, trace_id: u128, parent: u64, remote: bool) {
+        with_record(span, |r| {
+            r.trace_id = trace_id;
+            r.parent_span_id = parent;
+            r.parent_remote = remote;
+        });
+    }
+
+    fn export(&self, span: EntrySpan) {
+        self.queue.push(SpanRecord {
+            trace_id: span.ids.trace_id,
+            span_id: span.ids.span_id,
+            parent_span_id: span.ids.parent_span_id,
+            parent_remote: span.ids.parent_span_id != 0,
+            name: span.name,
+            kind: Kind::Server,
+            error: span.error,
+            start: span.start,
+            end: span.end,
+            attributes: span
+                .attributes
+                .into_iter()
+                .map(|(k, v)| {
+                    let v = match v {
+                        AttrValue::Str(s) => Value::Str(s),
+                        AttrValue::I64(i) => Value::I64(i),
+                    };
+                    (k, v)
+                })
+                .collect(),
+        });
     }
 }

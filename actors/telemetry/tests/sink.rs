@@ -238,3 +238,27 @@ fn message_spans_only_inside_a_traced_request() {
         );
     });
 }
+
+#[tokio::test]
+async fn messages_inside_an_entry_span_are_its_children() {
+    use abi_runtime::trace::{SpanIds, in_entry, message_span, parse_traceparent};
+    let t = Telemetry::new(TelemetryConfig::new("http://127.0.0.1:9/v1/traces")).expect("config");
+    t.install_propagation();
+    let _default = tracing::subscriber::set_default(tracing_subscriber::registry().with(t.layer()));
+    assert!(
+        message_span(&"n/x", "t", false).is_none(),
+        "outside any trace"
+    );
+    let ids = SpanIds::root();
+    let tp = in_entry(ids, async {
+        let span = message_span(&"n/x", "t", false).expect("a span inside the entry span");
+        let _e = span.enter();
+        abi_runtime::trace::current_traceparent()
+    })
+    .await
+    .expect("the message span's traceparent");
+    let (trace_id, span_id, sampled) = parse_traceparent(&tp).expect("valid");
+    assert_eq!(trace_id, ids.trace_id, "{tp}");
+    assert_ne!(span_id, ids.span_id, "its own span id");
+    assert!(sampled);
+}

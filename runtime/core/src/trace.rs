@@ -4,8 +4,18 @@
 //! The telemetry crate installs a [`Propagation`] once per process; until then
 //! (telemetry off) [`enabled`] is false and `ask`/`tell` create no spans at all,
 //! so a node without an exporter pays one atomic load per message.
+//!
+//! A trace starts at an entry point (the gateway) with an [`EntrySpan`]: its
+//! ids are chosen up front, the request runs inside [`in_entry`] (a task-local
+//! context, not a `tracing` span: creating, entering and closing one through
+//! the subscriber cost more than the rest of a `/health` request), and the
+//! finished span goes to the exporter with [`export`]. Messages sent inside it
+//! get `tracing` spans parented on it; from there on the context travels with
+//! `tracing` (ractor runs handlers inside the message's span) and in
+//! transport envelopes.
 
 use std::sync::OnceLock;
+use std::time::SystemTime;
 
 use tracing::Span;
 
@@ -20,7 +30,16 @@ pub trait Propagation: Send + Sync + 'static {
     /// Makes the remote context in `traceparent` the parent of `span` (which must
     /// not have been entered yet). Malformed values are ignored: a bad header
     /// from a client starts a new trace instead of failing the request.
-    fn set_parent(&self, span: &Span, traceparent: &str);
+    fn set_parent(&self, span: &Span, traceparent: &str) {
+        if let Some((trace_id, parent, _)) = parse_traceparent(traceparent) {
+            self.set_parent_ids(span, trace_id, parent, true);
+        }
+    }
+    /// Makes span `parent_span_id` of trace `trace_id` the parent of `span`
+    /// (not entered yet); `remote` when that span lives in another process.
+    fn set_parent_ids(&self, span: &Span, trace_id: u128, parent_span_id: u64, remote: bool);
+    /// Queues a finished entry span for export (never blocks).
+    fn export(&self, span: EntrySpan);
     /// True when `span` or one of its ancestors is a trace span (target
     /// [`TARGET`]). Other crates' spans (the gateway's request-id log span)
     /// may sit between a request's span and the code that sends a message.
@@ -53,6 +72,53 @@ pub fn sample_new() -> bool {
     HOOK.get().is_some_and(|h| h.sample_new())
 }
 
+/// An attribute value of an [`EntrySpan`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum AttrValue {
+    /// Text.
+    Str(String),
+    /// An integer.
+    I64(i64),
+}
+
+/// A finished server span that started a trace or continued a caller's (the
+/// gateway's `http.request`), recorded without `tracing`; see the module docs.
+#[derive(Debug, Clone)]
+pub struct EntrySpan {
+    /// Its ids (and the caller's span, if any).
+    pub ids: SpanIds,
+    /// Span name.
+    pub name: &'static str,
+    /// Start and end, wall clock.
+    pub start: SystemTime,
+    /// See `start`.
+    pub end: SystemTime,
+    /// OpenTelemetry status `ERROR`.
+    pub error: bool,
+    /// Attributes (OpenTelemetry semantic-convention keys).
+    pub attributes: Vec<(&'static str, AttrValue)>,
+}
+
+tokio::task_local! {
+    /// The entry span the current task runs in.
+    static ENTRY: SpanIds;
+}
+
+/// Runs `fut` inside the entry span `ids`: messages it sends are traced as its children.
+pub fn in_entry<F: std::future::Future>(
+    ids: SpanIds,
+    fut: F,
+) -> tokio::task::futures::TaskLocalFuture<SpanIds, F> {
+    ENTRY.scope(ids, fut)
+}
+
+/// Queues a finished entry span for export (nothing when tracing is off).
+pub fn export(span: EntrySpan) {
+    if let Some(h) = HOOK.get() {
+        h.export(span);
+    }
+}
+
 /// The parts of a valid W3C `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`):
 /// trace id, parent span id, sampled flag; `None` when the value is malformed
 /// or names the invalid all-zero ids.
@@ -77,14 +143,7 @@ pub fn parse_traceparent(traceparent: &str) -> Option<(u128, u64, bool)> {
     Some((trace_id, span_id, flags & 1 == 1))
 }
 
-/// Ids of a span that starts or continues a trace at an entry point (the
-/// gateway's `http.request`), chosen before the span exists.
-///
-/// The span carries them as its fields `trace_id` (u128), `span_id` and
-/// `parent_span_id` (u64; 0 for a root, else a remote parent), which the
-/// telemetry layer takes as the span's identity instead of drawing ids; the
-/// entry point can then answer the span's `traceparent` without looking the
-/// span up again.
+/// Ids of an [`EntrySpan`], chosen when the request arrives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SpanIds {
     /// W3C trace id.
@@ -140,11 +199,6 @@ pub fn current_traceparent() -> Option<String> {
     hook.traceparent(&Span::current())
 }
 
-/// The `traceparent` of `span`.
-pub fn traceparent_of(span: &Span) -> Option<String> {
-    HOOK.get().and_then(|h| h.traceparent(span))
-}
-
 /// Parents `span` on a remote context (incoming HTTP header or envelope field).
 pub fn set_parent(span: &Span, traceparent: &str) {
     if let Some(h) = HOOK.get() {
@@ -152,14 +206,8 @@ pub fn set_parent(span: &Span, traceparent: &str) {
     }
 }
 
-/// True when this code runs on behalf of a traced (sampled) request: a fast path
-/// that would hide actors from the request's trace can step aside.
-pub fn traced() -> bool {
-    enabled() && in_trace()
-}
-
 /// True when the current span is one of ours, i.e. this code runs on behalf
-/// of a traced request.
+/// of a traced request below an entry span.
 fn in_trace() -> bool {
     let current = Span::current();
     if current.is_none() {
@@ -177,17 +225,26 @@ fn in_trace() -> bool {
 /// runs the actor's `handle` inside the span that was current when the
 /// message was sent, so asks made while handling nest below this one.
 pub fn message_span(path: &dyn std::fmt::Display, type_name: &str, remote: bool) -> Option<Span> {
-    if !enabled() || !in_trace() {
-        return None;
-    }
-    Some(tracing::info_span!(
+    let hook = HOOK.get()?;
+    // Below a trace span the new span is its child; else, in an entry span's
+    // task, a child of the entry span.
+    let entry = if in_trace() {
+        None
+    } else {
+        Some(ENTRY.try_with(|ids| *ids).ok()?)
+    };
+    let span = tracing::info_span!(
         target: TARGET,
         "actor.handle",
         otel.kind = if remote { "client" } else { "internal" },
         actor.path = %path,
         message_type = type_name,
         remote,
-    ))
+    );
+    if let Some(ids) = entry {
+        hook.set_parent_ids(&span, ids.trace_id, ids.span_id, false);
+    }
+    Some(span)
 }
 
 /// The span of a message that arrived from another node with the sender's
