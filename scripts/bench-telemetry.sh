@@ -66,20 +66,24 @@ urllib.request.urlopen(req, timeout=60).read()
 PY
 }
 
-# CPU time (user+system, clock ticks) the node process has used so far.
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$NODE_PID/stat"; }
+# CPU time (user and system clock ticks) the node process has used so far.
+cpu_ticks() { awk '{print $14, $15}' "/proc/$NODE_PID/stat"; }
 
-run_wrk() { # url [script] -> "req/s p99_ms cpu_us_per_request"
-    local t0; t0=$(cpu_ticks)
+run_wrk() { # url [script] -> "req/s p99_ms cpu_us_per_request user_cpu_us_per_request"
+    local u0 s0; read -r u0 s0 < <(cpu_ticks)
     local out; out=$(wrk -t2 -c64 -d"$DUR" --latency ${2:+-s "$2"} "$1")
-    local t1; t1=$(cpu_ticks)
-    local rps p99 reqs cpu
+    local u1 s1; read -r u1 s1 < <(cpu_ticks)
+    local rps p99 reqs cpu user
     rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
     reqs=$(awk '/requests in/ {print $1}' <<<"$out")
-    # The node's own CPU per answered request: insensitive to other load on the box.
-    cpu=$(awk -v a="$t0" -v b="$t1" -v n="$reqs" -v hz="$(getconf CLK_TCK)" 'BEGIN {printf "%.2f", (b - a) / hz * 1e6 / n}')
+    # The node's own CPU per answered request: insensitive to other load on the
+    # box. Its user part is the steadiest (kernel time per request moves with how
+    # many requests each wake-up carries, which throughput itself changes).
+    local hz; hz=$(getconf CLK_TCK)
+    cpu=$(awk -v a="$((u0 + s0))" -v b="$((u1 + s1))" -v n="$reqs" -v hz="$hz" 'BEGIN {printf "%.2f", (b - a) / hz * 1e6 / n}')
+    user=$(awk -v a="$u0" -v b="$u1" -v n="$reqs" -v hz="$hz" 'BEGIN {printf "%.2f", (b - a) / hz * 1e6 / n}')
     p99=$(awk '$1=="99%" {v=$2; if (v ~ /us$/) {sub(/us/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v*=1000}; print v}' <<<"$out")
-    echo "$rps $p99 $cpu"
+    echo "$rps $p99 $cpu $user"
 }
 
 RESULTS="$WORK/results"
@@ -88,11 +92,11 @@ for round in $(seq 1 "$ROUNDS"); do
     for mode in $MODES; do
         start_node "$mode"
         wrk -t2 -c64 -d2s "$URL/health" >/dev/null   # warm-up
-        read -r h_rps h_p99 h_cpu < <(run_wrk "$URL/health")
-        read -r s_rps s_p99 s_cpu < <(run_wrk "$URL/collections/bench/points/search" "$WORK/search.lua")
+        read -r h_rps h_p99 h_cpu h_user < <(run_wrk "$URL/health")
+        read -r s_rps s_p99 s_cpu s_user < <(run_wrk "$URL/collections/bench/points/search" "$WORK/search.lua")
         spans=$(curl -s "$URL/metrics" | awk '/^abi_telemetry_spans_(exported|dropped)_total/ {printf "%s=%s ", $1, $2}')
-        echo "round $round $mode: /health ${h_rps} req/s p99 ${h_p99} ms ${h_cpu} us-cpu/req | search ${s_rps} req/s p99 ${s_p99} ms ${s_cpu} us-cpu/req ${spans}"
-        echo "$mode $h_rps $h_p99 $h_cpu $s_rps $s_p99 $s_cpu" >>"$RESULTS"
+        echo "round $round $mode: /health ${h_rps} req/s p99 ${h_p99} ms ${h_cpu} us-cpu/req (user ${h_user}) | search ${s_rps} req/s p99 ${s_p99} ms ${s_cpu} us-cpu/req (user ${s_user}) ${spans}"
+        echo "$mode $h_rps $h_p99 $h_cpu $s_rps $s_p99 $s_cpu $h_user $s_user" >>"$RESULTS"
         kill "$NODE_PID"; wait "$NODE_PID" 2>/dev/null || true
     done
 done
@@ -107,7 +111,7 @@ for mode in dict.fromkeys(r[0] for r in rows):
 base = med["off"]
 for mode, m in med.items():
     print(f"{mode:12s} /health {m[0]:7.0f} req/s ({(m[0]/base[0]-1)*100:+5.1f}%) p99 {m[1]:6.2f} ms"
-          f" cpu {m[2]:5.1f} us/req ({(m[2]/base[2]-1)*100:+5.1f}%)"
+          f" cpu {m[2]:5.1f} us/req ({(m[2]/base[2]-1)*100:+5.1f}%, user {m[6]-base[6]:+.2f} us)"
           f" | search {m[3]:6.0f} req/s ({(m[3]/base[3]-1)*100:+5.1f}%) p99 {m[4]:6.2f} ms"
-          f" cpu {m[5]:5.1f} us/req ({(m[5]/base[5]-1)*100:+5.1f}%)")
+          f" cpu {m[5]:5.1f} us/req ({(m[5]/base[5]-1)*100:+5.1f}%, user {m[7]-base[7]:+.2f} us)")
 PY

@@ -113,8 +113,31 @@ pub async fn record(
         .request()
         .match_pattern()
         .unwrap_or_else(|| "unmatched".to_string());
-    if let Some((ids, started)) = traced {
-        let status = res.status();
+    let status = res.status();
+    let elapsed = start.elapsed();
+    // The span's copies, made only for a traced request.
+    let span_labels = traced.map(|(ids, started)| (ids, started, method.clone(), route.clone()));
+    if let Some(state) = state {
+        let m = HttpMetrics::of(&state.node);
+        state
+            .live
+            .record(elapsed.as_secs_f32() * 1000.0, status.is_server_error());
+        m.requests
+            .get_or_create(&RequestLabels {
+                method,
+                route: route.clone(),
+                status: status.as_u16(),
+            })
+            .inc();
+        m.duration
+            .get_or_create(&RouteLabels { route })
+            .observe(elapsed.as_secs_f64());
+    }
+    if let Some((ids, started, method, route)) = span_labels {
+        if let Ok(v) = HeaderValue::from_bytes(&ids.traceparent_bytes()) {
+            res.headers_mut()
+                .insert(HeaderName::from_static("traceparent"), v);
+        }
         abi_runtime::trace::export(EntrySpan {
             ids,
             name: "http.request",
@@ -122,37 +145,14 @@ pub async fn record(
             end: SystemTime::now(),
             error: status.is_server_error(),
             attributes: vec![
-                ("http.request.method", AttrValue::Str(method.clone())),
-                ("http.route", AttrValue::Str(route.clone())),
+                ("http.request.method", AttrValue::Str(method)),
+                ("http.route", AttrValue::Str(route)),
                 (
                     "http.response.status_code",
                     AttrValue::I64(i64::from(status.as_u16())),
                 ),
             ],
         });
-        if let Ok(v) = HeaderValue::from_str(&ids.traceparent()) {
-            res.headers_mut()
-                .insert(HeaderName::from_static("traceparent"), v);
-        }
-    }
-    if let Some(state) = state {
-        let m = HttpMetrics::of(&state.node);
-        let elapsed = start.elapsed();
-        state.live.record(
-            elapsed.as_secs_f32() * 1000.0,
-            res.status().is_server_error(),
-        );
-        let status = res.status().as_u16();
-        m.requests
-            .get_or_create(&RequestLabels {
-                method,
-                route: route.clone(),
-                status,
-            })
-            .inc();
-        m.duration
-            .get_or_create(&RouteLabels { route })
-            .observe(elapsed.as_secs_f64());
     }
     Ok(res)
 }

@@ -26,8 +26,9 @@ use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanExporter as _, SpanLink
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::OwnedMutexGuard;
 
-use crate::layer::{Kind, SpanRecord, Value};
+use crate::layer::{Kind, SpanRecord};
 use crate::{Shared, TelemetryError};
+use abi_runtime::trace::AttrValue as Value;
 
 /// How often the flusher looks at the queue: the default queue (2,048 spans)
 /// does not fill between looks below about 200 k spans/s.

@@ -23,7 +23,7 @@ use tracing_subscriber::Registry;
 use tracing_subscriber::layer::{Context, Layer};
 use tracing_subscriber::registry::LookupSpan;
 
-use abi_runtime::trace::nonzero;
+use abi_runtime::trace::{AttrValue as Value, nonzero};
 
 use crate::Counters;
 
@@ -38,15 +38,6 @@ pub(crate) enum Kind {
     Client,
     Producer,
     Consumer,
-}
-
-/// One attribute value; the types `tracing` fields can carry.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Value {
-    Str(String),
-    I64(i64),
-    F64(f64),
-    Bool(bool),
 }
 
 /// One span: what the exporter needs, nothing more.

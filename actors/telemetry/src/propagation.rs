@@ -1,8 +1,8 @@
 //! W3C trace context (`traceparent`) for the runtime's trace seam.
 
-use abi_runtime::trace::{AttrValue, EntrySpan};
+use abi_runtime::trace::EntrySpan;
 
-use crate::layer::{Kind, Queue, SpanRecord, Value, with_record};
+use crate::layer::{Kind, Queue, SpanRecord, with_record};
 
 /// `traceparent` in and out of the spans recorded by [`crate::layer::SpanLayer`],
 /// entry spans into the same queue; head sampling of new traces at `ratio`.
@@ -61,17 +61,7 @@ impl abi_runtime::trace::Propagation for W3c {
             error: span.error,
             start: span.start,
             end: span.end,
-            attributes: span
-                .attributes
-                .into_iter()
-                .map(|(k, v)| {
-                    let v = match v {
-                        AttrValue::Str(s) => Value::Str(s),
-                        AttrValue::I64(i) => Value::I64(i),
-                    };
-                    (k, v)
-                })
-                .collect(),
+            attributes: span.attributes,
         });
     }
 }

@@ -72,13 +72,17 @@ pub fn sample_new() -> bool {
     HOOK.get().is_some_and(|h| h.sample_new())
 }
 
-/// An attribute value of an [`EntrySpan`].
+/// A span attribute value (the types `tracing` fields and OTLP share).
 #[derive(Debug, Clone, PartialEq)]
 pub enum AttrValue {
     /// Text.
     Str(String),
     /// An integer.
     I64(i64),
+    /// A float.
+    F64(f64),
+    /// A flag.
+    Bool(bool),
 }
 
 /// A finished server span that started a trace or continued a caller's (the
@@ -177,6 +181,19 @@ impl SpanIds {
     /// The W3C `traceparent` naming this (sampled) span.
     pub fn traceparent(&self) -> String {
         format!("00-{:032x}-{:016x}-01", self.trace_id, self.span_id)
+    }
+
+    /// [`SpanIds::traceparent`] as bytes, without allocating (for a header).
+    pub fn traceparent_bytes(&self) -> [u8; 55] {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut out = *b"00-00000000000000000000000000000000-0000000000000000-01";
+        for i in 0..32 {
+            out[3 + i] = HEX[((self.trace_id >> (124 - 4 * i)) & 0xf) as usize];
+        }
+        for i in 0..16 {
+            out[36 + i] = HEX[((self.span_id >> (60 - 4 * i)) & 0xf) as usize];
+        }
+        out
     }
 }
 
@@ -284,6 +301,11 @@ mod tests {
         let child = SpanIds::child(trace_id, parent);
         assert_eq!(child.trace_id, root.trace_id);
         assert_eq!(child.parent_span_id, root.span_id);
+        assert_eq!(
+            root.traceparent().as_bytes(),
+            &root.traceparent_bytes()[..],
+            "both spellings agree"
+        );
         assert_ne!(child.span_id, root.span_id);
         assert_eq!(
             parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
