@@ -16,7 +16,8 @@
 //!   receiver costs at most one export timeout per batch, on the flusher only.
 //! - [`Telemetry::install_propagation`] plugs W3C `traceparent` handling into
 //!   the runtime's trace seam ([`abi_runtime::trace`]), used by `Node::ask`,
-//!   the transport envelope and the gateway.
+//!   the transport envelope and the gateway, and takes the gateway's entry
+//!   spans (records made without `tracing`) into the same queue.
 //!
 //! Counters (`abi_telemetry_spans_exported_total`,
 //! `abi_telemetry_spans_dropped_total{reason}`) go into the node's registry
