@@ -299,7 +299,7 @@ impl ManagerState {
 
 /// A search of a collection whose shards all run here: every shard read straight from
 /// the read pool in one job (shards in parallel), as the in-process engine does,
-/// instead of one ask per shard actor (each a hop and a wake-up). Untraced requests only.
+/// instead of one ask per shard actor (each a hop and a wake-up).
 async fn search_open(
     node_root: &ActorPath,
     shards: Vec<(Arc<crate::shard::Shard>, ShardMetrics)>,
@@ -312,18 +312,24 @@ async fn search_open(
     let small = shards.iter().all(|(s, _)| s.is_small());
     // A traced request gets one span per shard, as the shard actors would
     // have made had it asked them: its trace shows every shard it read.
-    let spans: Vec<Option<tracing::Span>> = (0..shards.len() as u32)
-        .map(|i| {
-            let name = crate::routing::shard_name(&cfg.name, i);
-            let path = ActorPath::new(node_root.node.clone(), node_root.incarnation, &name).ok()?;
-            abi_runtime::trace::message_span(&path, ShardSearch::TYPE, false)
-        })
-        .collect();
+    // Untraced (the common case), no paths are built and the list stays empty.
+    let spans: Vec<Option<tracing::Span>> = if abi_runtime::trace::traced() {
+        (0..shards.len() as u32)
+            .map(|i| {
+                let name = crate::routing::shard_name(&cfg.name, i);
+                let path =
+                    ActorPath::new(node_root.node.clone(), node_root.incarnation, &name).ok()?;
+                abi_runtime::trace::message_span(&path, ShardSearch::TYPE, false)
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     let queries = req.queries.clone();
     let run = move |parallel: bool| {
         use rayon::prelude::*;
-        let one = |(s, span): (&Arc<crate::shard::Shard>, &Option<tracing::Span>)| {
-            let _entered = span.as_ref().map(|s| s.enter());
+        let one = |(i, s): (usize, &Arc<crate::shard::Shard>)| {
+            let _entered = spans.get(i).and_then(Option::as_ref).map(|s| s.enter());
             queries
                 .iter()
                 .map(|q| s.search(q))
@@ -333,14 +339,14 @@ async fn search_open(
             shards
                 .par_iter()
                 .map(|(s, _)| s)
-                .zip(spans.par_iter())
+                .enumerate()
                 .map(one)
                 .collect()
         } else {
             shards
                 .iter()
                 .map(|(s, _)| s)
-                .zip(spans.iter())
+                .enumerate()
                 .map(one)
                 .collect::<Result<Vec<_>, _>>()
         }

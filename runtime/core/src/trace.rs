@@ -223,6 +223,13 @@ pub fn set_parent(span: &Span, traceparent: &str) {
     }
 }
 
+/// True when a message sent from here would get a span ([`message_span`]):
+/// tracing is on and this code runs for a traced request. Lets a caller skip
+/// preparing a span's fields (paths) that would not be used.
+pub fn traced() -> bool {
+    enabled() && (in_trace() || ENTRY.try_with(|_| ()).is_ok())
+}
+
 /// True when the current span is one of ours, i.e. this code runs on behalf
 /// of a traced request below an entry span.
 fn in_trace() -> bool {
