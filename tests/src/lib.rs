@@ -23,15 +23,42 @@ pub fn free_port() -> u16 {
     }
 }
 
-/// A fresh empty directory under the system temp dir.
-pub fn temp_dir(tag: &str) -> PathBuf {
+/// A fresh empty directory under the system temp dir, removed (with what the
+/// test wrote in it) when dropped, so repeated test runs do not fill the disk.
+pub fn temp_dir(tag: &str) -> TestDir {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or(0);
     let dir = std::env::temp_dir().join(format!("abi-test-{tag}-{}-{nanos}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("create temp dir");
-    dir
+    TestDir(dir)
+}
+
+/// A test's scratch directory; dereferences to its path, deleted on drop.
+#[derive(Debug)]
+pub struct TestDir(PathBuf);
+
+impl std::ops::Deref for TestDir {
+    type Target = Path;
+
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for TestDir {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TestDir {
+    fn drop(&mut self) {
+        // Nodes are SIGKILLed before their dirs drop (declared later, dropped first);
+        // a failure to remove is only a leftover, never a test failure.
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// An HTTP answer: status and body text.

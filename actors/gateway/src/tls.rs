@@ -93,8 +93,8 @@ mod tests {
 
     #[test]
     fn missing_and_junk_files_are_typed_errors() {
-        let d = std::env::temp_dir().join(format!("abi-gw-tls-{}", std::process::id()));
-        std::fs::create_dir_all(&d).expect("dir");
+        let dir = tempfile::tempdir().expect("dir");
+        let d = dir.path();
         let junk = d.join("junk.pem");
         std::fs::write(&junk, "nothing here").expect("write");
         assert!(matches!(

@@ -22,7 +22,7 @@ fn default_run_serves_the_tree_and_exits_cleanly_on_sigterm() {
     let dir = temp_dir("default");
     let opts = NodeOptions {
         bin: bin(),
-        dir: dir.clone(),
+        dir: dir.to_path_buf(),
         args: vec![],
         http: ([127, 0, 0, 1], 8080).into(),
         env: vec![],
@@ -258,7 +258,7 @@ fn init_writes_a_config_that_checks_and_shipped_configs_pass() {
     let dir = temp_dir("init");
     let out = Command::new(bin())
         .arg("init")
-        .arg(&dir)
+        .arg(&*dir)
         .output()
         .expect("init");
     assert!(
@@ -270,7 +270,7 @@ fn init_writes_a_config_that_checks_and_shipped_configs_pass() {
     assert!(written.is_file());
     let again = Command::new(bin())
         .arg("init")
-        .arg(&dir)
+        .arg(&*dir)
         .output()
         .expect("init");
     assert!(!again.status.success(), "refuses to overwrite");

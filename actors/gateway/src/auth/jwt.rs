@@ -248,7 +248,8 @@ mod tests {
         jsonwebtoken::get_current_timestamp() as i64
     }
 
-    fn settings(dir: &Path) -> JwtSettings {
+    fn settings(dir: &tempfile::TempDir) -> JwtSettings {
+        let dir = dir.path();
         let secret = dir.join("secret");
         std::fs::write(&secret, format!("{SECRET}\n")).expect("write secret");
         let public = dir.join("pub.pem");
@@ -263,14 +264,12 @@ mod tests {
         }
     }
 
-    fn tmp(tag: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!(
-            "abi-jwt-{tag}-{}-{}",
-            std::process::id(),
-            rand::random::<u32>()
-        ));
-        std::fs::create_dir_all(&d).expect("tmp dir");
-        d
+    /// A scratch directory for key files, removed when dropped.
+    fn tmp(tag: &str) -> tempfile::TempDir {
+        tempfile::Builder::new()
+            .prefix(&format!("abi-jwt-{tag}-"))
+            .tempdir()
+            .expect("tmp dir")
     }
 
     fn hs(claims: &Value, secret: &str) -> String {
@@ -344,7 +343,8 @@ mod tests {
         let later = json!({"sub": "a", "role": "reader", "exp": now() + 600, "nbf": now() + 120});
         assert!(v.verify(&hs(&later, SECRET)).is_err());
         // With no leeway, the 10-seconds-expired token is refused too.
-        let mut s = settings(&tmp("exp0"));
+        let dir = tmp("exp0");
+        let mut s = settings(&dir);
         s.leeway_secs = 0;
         let strict = JwtVerifier::new(&s).expect("verifier");
         assert!(strict.verify(&hs(&recent, SECRET)).is_err());
@@ -379,7 +379,8 @@ mod tests {
         );
         assert!(v.verify(&rs(&c, OTHER_RSA_PRIVATE)).is_err());
         // Only HS256 configured: an RS256 token is refused even if well signed.
-        let mut s = settings(&tmp("hsonly"));
+        let dir = tmp("hsonly");
+        let mut s = settings(&dir);
         s.rs256_public_key_file = None;
         let hs_only = JwtVerifier::new(&s).expect("verifier");
         assert!(hs_only.verify(&rs(&c, RSA_PRIVATE)).is_err());
@@ -394,7 +395,8 @@ mod tests {
 
     #[test]
     fn issuer_and_audience_checked_when_configured() {
-        let mut s = settings(&tmp("iss"));
+        let dir = tmp("iss");
+        let mut s = settings(&dir);
         s.issuer = Some("https://issuer.example".into());
         s.audience = Some("abi".into());
         let v = JwtVerifier::new(&s).expect("verifier");
@@ -416,7 +418,8 @@ mod tests {
             JwtVerifier::new(&JwtSettings::default()),
             Err(JwtConfigError::NoKey)
         ));
-        let d = tmp("cfg");
+        let dir = tmp("cfg");
+        let d = dir.path();
         let short = d.join("short");
         std::fs::write(&short, "too-short").expect("write");
         let s = JwtSettings {
