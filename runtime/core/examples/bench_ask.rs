@@ -149,7 +149,14 @@ fn report(name: &str, s: &Stats) {
 }
 
 const N: usize = 200_000;
-const ROUNDS: usize = 5;
+/// Rounds of the interleaved comparison (`ABI_BENCH_ROUNDS`, default 9): the median
+/// of many short rounds is steadier than one long run on a shared machine.
+fn rounds() -> usize {
+    std::env::var("ABI_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(9)
+}
 
 async fn bench_raw(r: &ActorRef<RawMsg>) -> Stats {
     let mut lat = Vec::with_capacity(N);
@@ -251,7 +258,8 @@ async fn run() {
         let (mut raw_r, mut ask_r, mut rawt_r) = (Vec::new(), Vec::new(), Vec::new());
         let (mut raw_p50, mut ask_p50, mut raw_p99, mut ask_p99) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        for _ in 0..ROUNDS {
+        let rounds = rounds();
+        for _ in 0..rounds {
             let r = bench_raw(&raw).await;
             let a = bench_ask(&node, &path).await;
             rawt_r.push(bench_raw_t(&raw).await.per_sec);
@@ -272,7 +280,7 @@ async fn run() {
             p50: median(ask_p50),
             p99: median(ask_p99),
         };
-        println!("round trip, {N} sequential calls, median of {ROUNDS} rounds, 2 worker threads");
+        println!("round trip, {N} sequential calls, median of {rounds} rounds, 2 worker threads");
         report("bare ractor call! (RpcReplyPort)", &r);
         report("abi Node::ask (path, deadline)", &a);
         let rt_med = median(rawt_r);

@@ -38,7 +38,7 @@ struct Inner {
     health_checks: RwLock<Vec<ActorPath>>,
     events: EventLog,
     metrics: Metrics,
-    reaper: Arc<Reaper>,
+    reaper: Reaper,
 }
 
 impl std::fmt::Debug for Node {
@@ -63,7 +63,7 @@ impl Node {
                 health_checks: RwLock::new(Vec::new()),
                 events: EventLog::new(1024),
                 metrics: Metrics::new(),
-                reaper: Arc::new(Reaper::default()),
+                reaper: Reaper::default(),
             }),
         }
     }
@@ -201,17 +201,13 @@ impl Node {
         // Telemetry off or no traced request: no span. Otherwise the span is
         // current while the message is sent, so the handler runs inside it
         // (ractor propagates it) and a remote envelope carries its traceparent.
-        let span = crate::trace::message_span(to, R::TYPE, to.node != self.inner.id);
-        if to.node != self.inner.id {
-            let remote = self.remote(to)?.clone();
-            let payload =
-                codec::encode(R::TYPE, &req).map_err(|e| AskError::Codec(e.to_string()))?;
-            let fut = match &span {
-                Some(s) => s.in_scope(|| remote.ask_raw(to.clone(), R::TYPE, payload, deadline)),
-                None => remote.ask_raw(to.clone(), R::TYPE, payload, deadline),
-            };
-            let bytes = fut.await?;
-            return codec::decode(R::TYPE, &bytes).map_err(|e| AskError::Codec(e.to_string()));
+        let remote = to.node != self.inner.id;
+        let span = crate::trace::message_span(to, R::TYPE, remote);
+        // The remote and direct-read waits are boxed: inline, their state (a codec
+        // future, a timer) would make every local ask's future several times larger,
+        // and moving it costs more than the allocation they take.
+        if remote {
+            return self.ask_remote(to, req, deadline, span).await;
         }
         self.check_incarnation(to)?;
         let routed = self.inner.registry.with(&to.name, |mailbox| {
@@ -255,12 +251,7 @@ impl Node {
                 if let std::task::Poll::Ready(reply) = futures::poll!(&mut fut) {
                     return Ok(reply);
                 }
-                return tokio::time::timeout_at(deadline.into(), fut)
-                    .await
-                    .map_err(|_| AskError::Timeout {
-                        path: to.to_string(),
-                        timeout_ms: timeout.as_millis() as u64,
-                    });
+                return wait_direct(fut, to, deadline, timeout).await;
             }
             Routed::Queued(rx, stats) => (rx, stats),
         };
@@ -282,6 +273,30 @@ impl Node {
         };
         drop(span);
         result
+    }
+
+    /// An ask of another node's actor, through the transport.
+    fn ask_remote<R: Request>(
+        &self,
+        to: &ActorPath,
+        req: R,
+        deadline: Instant,
+        span: Option<tracing::Span>,
+    ) -> BoxFuture<'static, Result<R::Reply, AskError>> {
+        let sent = (|| {
+            let remote = self.remote(to)?.clone();
+            let payload =
+                codec::encode(R::TYPE, &req).map_err(|e| AskError::Codec(e.to_string()))?;
+            Ok(match &span {
+                Some(s) => s.in_scope(|| remote.ask_raw(to.clone(), R::TYPE, payload, deadline)),
+                None => remote.ask_raw(to.clone(), R::TYPE, payload, deadline),
+            })
+        })();
+        Box::pin(async move {
+            let bytes = sent?.await?;
+            drop(span);
+            codec::decode(R::TYPE, &bytes).map_err(|e| AskError::Codec(e.to_string()))
+        })
     }
 
     /// Sends `msg` to the actor at `to` without waiting for an answer.
@@ -363,6 +378,25 @@ impl Node {
             Err(e) => Box::pin(async move { Err(e) }),
         }
     }
+}
+
+/// Waits for a direct read that did not finish on its first poll, under the ask's
+/// deadline (boxed: the timer's state is large, see [`Node::ask`]).
+fn wait_direct<T: Send + 'static>(
+    fut: BoxFuture<'static, T>,
+    to: &ActorPath,
+    deadline: Instant,
+    timeout: Duration,
+) -> BoxFuture<'static, Result<T, AskError>> {
+    let path = to.clone();
+    Box::pin(async move {
+        tokio::time::timeout_at(deadline.into(), fut)
+            .await
+            .map_err(|_| AskError::Timeout {
+                path: path.to_string(),
+                timeout_ms: timeout.as_millis() as u64,
+            })
+    })
 }
 
 /// How a local ask was delivered.

@@ -6,7 +6,9 @@
 
 use rustc_hash::FxHashMap;
 use std::any::{Any, TypeId};
+use std::cell::RefCell;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use abi_protocol::{Request, codec};
@@ -187,10 +189,41 @@ impl<M: Message> From<Serving<M>> for Started {
 }
 
 /// The local name -> mailbox table. Names are the path below the node (`vector/docs`).
-#[derive(Default)]
+///
+/// Asks look names up in a per-thread snapshot of the table, checked against a version
+/// number: a lookup then takes no lock and touches no shared cache line but the version's
+/// (written only when actors come and go). Changes copy the table.
 pub struct Registry {
     // Fx: names are short and trusted (our own paths); SipHash cost shows in every ask.
-    entries: RwLock<FxHashMap<String, Arc<Mailbox>>>,
+    entries: RwLock<Arc<Table>>,
+    /// Bumped (under the write lock) after every change of `entries`.
+    version: AtomicU64,
+    /// Tells this registry's snapshots from another node's in the same thread.
+    id: u64,
+}
+
+type Table = FxHashMap<String, Arc<Mailbox>>;
+
+/// A thread's copy of one registry's table at one version.
+struct Snapshot {
+    registry: u64,
+    version: u64,
+    table: Arc<Table>,
+}
+
+thread_local! {
+    static SNAPSHOT: RefCell<Option<Snapshot>> = const { RefCell::new(None) };
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+        Self {
+            entries: RwLock::default(),
+            version: AtomicU64::new(0),
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+        }
+    }
 }
 
 impl std::fmt::Debug for Registry {
@@ -202,16 +235,33 @@ impl std::fmt::Debug for Registry {
 }
 
 impl Registry {
+    fn change(&self, edit: impl FnOnce(&mut Table)) {
+        let mut entries = self.entries.write();
+        edit(Arc::make_mut(&mut entries));
+        self.version.fetch_add(1, Ordering::Release);
+    }
+
     pub(crate) fn insert(&self, name: String, mailbox: Mailbox) {
-        self.entries.write().insert(name, Arc::new(mailbox));
+        let mailbox = Arc::new(mailbox);
+        self.change(|t| {
+            t.insert(name, mailbox);
+        });
     }
 
     /// Removes `name` only if it still belongs to `actor` (a restarted
     /// successor may already have registered under the same name).
     pub(crate) fn remove_if(&self, name: &str, actor: ActorId) {
-        let mut entries = self.entries.write();
-        if entries.get(name).is_some_and(|m| m.actor == actor) {
-            entries.remove(name);
+        if self
+            .entries
+            .read()
+            .get(name)
+            .is_some_and(|m| m.actor == actor)
+        {
+            self.change(|t| {
+                if t.get(name).is_some_and(|m| m.actor == actor) {
+                    t.remove(name);
+                }
+            });
         }
     }
 
@@ -219,10 +269,33 @@ impl Registry {
         self.entries.read().get(name).cloned()
     }
 
-    /// Runs `f` on the mailbox under the read lock (no reference-count traffic: the
-    /// local ask path only enqueues a message there).
+    /// Runs `f` on the mailbox, found in this thread's snapshot of the table (refreshed
+    /// when the table changed): the local ask path only enqueues a message there.
     pub(crate) fn with<T>(&self, name: &str, f: impl FnOnce(Option<&Mailbox>) -> T) -> T {
-        f(self.entries.read().get(name).map(|m| &**m))
+        let version = self.version.load(Ordering::Acquire);
+        SNAPSHOT.with(|cell| {
+            let fresh = matches!(&*cell.borrow(),
+                Some(s) if s.registry == self.id && s.version == version);
+            if !fresh {
+                let Ok(mut slot) = cell.try_borrow_mut() else {
+                    // Called from inside `f` of an outer lookup: read the table itself.
+                    return f(self.entries.read().get(name).map(|m| &**m));
+                };
+                // The table read here is at least as new as `version`.
+                let table = self.entries.read().clone();
+                *slot = Some(Snapshot {
+                    registry: self.id,
+                    version,
+                    table,
+                });
+            }
+            let snapshot = cell.borrow();
+            let mailbox = snapshot
+                .as_ref()
+                .and_then(|s| s.table.get(name))
+                .map(|m| &**m);
+            f(mailbox)
+        })
     }
 
     /// Whether an actor is registered under `name`.
