@@ -146,10 +146,14 @@ pub const FULL_SCAN_FLOATS: usize = 1 << 18;
 const SMALL_K: usize = 128;
 
 /// The `want` nearest of `candidates` (index distance, then id), nearest first.
-fn best_hits(candidates: impl Iterator<Item = (PointId, f32)>, want: usize) -> Vec<(PointId, f32)> {
+/// Candidates are borrowed: ids are copied only for the few kept.
+fn best_hits<'a>(
+    candidates: impl Iterator<Item = (&'a PointId, f32)>,
+    want: usize,
+) -> Vec<(PointId, f32)> {
     let order = |a: &(PointId, f32), b: &(PointId, f32)| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0));
     if want > SMALL_K {
-        let mut hits: Vec<(PointId, f32)> = candidates.collect();
+        let mut hits: Vec<(PointId, f32)> = candidates.map(|(id, d)| (*id, d)).collect();
         if hits.len() > want {
             hits.select_nth_unstable_by(want - 1, order);
             hits.truncate(want);
@@ -158,9 +162,14 @@ fn best_hits(candidates: impl Iterator<Item = (PointId, f32)>, want: usize) -> V
         return hits;
     }
     // Few hits wanted: keep the best so far sorted; most points are rejected by one
-    // comparison with the worst kept.
+    // float comparison with the worst kept (ties and NaN take the full order below).
     let mut best: Vec<(PointId, f32)> = Vec::with_capacity(want + 1);
-    for hit in candidates {
+    let mut worst = f32::INFINITY;
+    for (id, d) in candidates {
+        if best.len() == want && d > worst {
+            continue;
+        }
+        let hit = (*id, d);
         if best.len() == want {
             if best.last().is_some_and(|w| order(&hit, w).is_ge()) {
                 continue;
@@ -169,6 +178,9 @@ fn best_hits(candidates: impl Iterator<Item = (PointId, f32)>, want: usize) -> V
         }
         let at = best.partition_point(|h| order(h, &hit).is_lt());
         best.insert(at, hit);
+        if best.len() == want {
+            worst = best.last().map_or(f32::INFINITY, |w| w.1);
+        }
     }
     best
 }
@@ -671,19 +683,15 @@ impl Shard {
     ) -> Vec<(PointId, f32)> {
         if filter.is_none() && self.small(st) {
             let copy = self.scan_copy(st);
-            let rows = copy.vectors.chunks_exact(self.cfg.dim.max(1));
-            let candidates = copy
-                .ids
-                .iter()
-                .zip(rows)
-                .map(|(id, row)| (*id, self.dist.index_distance(v, row)));
-            return best_hits(candidates, want);
+            let mut dists = vec![0f32; copy.ids.len()];
+            self.dist.index_distances(v, &copy.vectors, &mut dists);
+            return best_hits(copy.ids.iter().zip(dists), want);
         }
         let candidates = st
             .points
             .iter()
             .filter(|(id, s)| filter.is_none_or(|f| matches(f, **id, s)))
-            .map(|(id, s)| (*id, self.dist.index_distance(v, &s.vector)));
+            .map(|(id, s)| (id, self.dist.index_distance(v, &s.vector)));
         best_hits(candidates, want)
     }
 
