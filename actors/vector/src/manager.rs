@@ -302,7 +302,7 @@ impl ManagerState {
 /// instead of one ask per shard actor (each a hop and a wake-up).
 async fn search_open(
     node_root: &ActorPath,
-    shards: Vec<(Arc<crate::shard::Shard>, ShardMetrics)>,
+    shards: Vec<(Arc<crate::shard::Shard>, Arc<ShardMetrics>)>,
     cfg: &CollectionConfig,
     req: &Search,
 ) -> Result<SearchResult, VectorError> {
@@ -410,7 +410,7 @@ fn check_search(cfg: &CollectionConfig, req: &Search) -> Result<(), VectorError>
 fn open_shards(
     root: &std::path::Path,
     cfg: &CollectionConfig,
-) -> Option<Vec<(Arc<crate::shard::Shard>, ShardMetrics)>> {
+) -> Option<Vec<(Arc<crate::shard::Shard>, Arc<ShardMetrics>)>> {
     let dir = root.join(&cfg.name);
     (0..cfg.shards)
         .map(|i| crate::shard_actor::open_shard(&shard_dir(&dir, i)))

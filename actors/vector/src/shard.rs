@@ -145,44 +145,86 @@ pub const FULL_SCAN_FLOATS: usize = 1 << 18;
 /// collecting and partially sorting every distance.
 const SMALL_K: usize = 128;
 
+/// (index distance, then id): the order of hits.
+fn hit_order(a: &(PointId, f32), b: &(PointId, f32)) -> std::cmp::Ordering {
+    a.1.total_cmp(&b.1).then(a.0.cmp(&b.0))
+}
+
+/// The few best hits so far, sorted; most candidates are rejected by one float comparison
+/// with the worst kept (ties and NaN take the full order).
+struct TopK {
+    want: usize,
+    best: Vec<(PointId, f32)>,
+    /// The worst kept once `want` are kept, else infinity.
+    worst: f32,
+}
+
+impl TopK {
+    fn new(want: usize) -> Self {
+        Self {
+            want,
+            best: Vec::with_capacity(want + 1),
+            worst: f32::INFINITY,
+        }
+    }
+
+    fn offer(&mut self, id: &PointId, d: f32) {
+        if d > self.worst {
+            return;
+        }
+        let hit = (*id, d);
+        if self.best.len() == self.want {
+            if self.best.last().is_some_and(|w| hit_order(&hit, w).is_ge()) {
+                return;
+            }
+            self.best.pop();
+        }
+        let at = self.best.partition_point(|h| hit_order(h, &hit).is_lt());
+        self.best.insert(at, hit);
+        if self.best.len() == self.want {
+            self.worst = self.best.last().map_or(f32::INFINITY, |w| w.1);
+        }
+    }
+}
+
 /// The `want` nearest of `candidates` (index distance, then id), nearest first.
 /// Candidates are borrowed: ids are copied only for the few kept.
 fn best_hits<'a>(
     candidates: impl Iterator<Item = (&'a PointId, f32)>,
     want: usize,
 ) -> Vec<(PointId, f32)> {
-    let order = |a: &(PointId, f32), b: &(PointId, f32)| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0));
     if want > SMALL_K {
         let mut hits: Vec<(PointId, f32)> = candidates.map(|(id, d)| (*id, d)).collect();
         if hits.len() > want {
-            hits.select_nth_unstable_by(want - 1, order);
+            hits.select_nth_unstable_by(want - 1, hit_order);
             hits.truncate(want);
         }
-        hits.sort_unstable_by(order);
+        hits.sort_unstable_by(hit_order);
         return hits;
     }
-    // Few hits wanted: keep the best so far sorted; most points are rejected by one
-    // float comparison with the worst kept (ties and NaN take the full order below).
-    let mut best: Vec<(PointId, f32)> = Vec::with_capacity(want + 1);
-    let mut worst = f32::INFINITY;
+    let mut top = TopK::new(want);
     for (id, d) in candidates {
-        if best.len() == want && d > worst {
+        top.offer(id, d);
+    }
+    top.best
+}
+
+/// [`best_hits`] of a scan's distances (`dists[i]` belongs to `ids[i]`): blocks of eight
+/// whose minimum cannot make the list are skipped with one vectorised comparison.
+fn best_of_scan(ids: &[PointId], dists: &[f32], want: usize) -> Vec<(PointId, f32)> {
+    if want > SMALL_K {
+        return best_hits(ids.iter().zip(dists.iter().copied()), want);
+    }
+    let mut top = TopK::new(want);
+    for (ids, ds) in ids.chunks(8).zip(dists.chunks(8)) {
+        if ds.iter().fold(f32::INFINITY, |m, &d| m.min(d)) > top.worst {
             continue;
         }
-        let hit = (*id, d);
-        if best.len() == want {
-            if best.last().is_some_and(|w| order(&hit, w).is_ge()) {
-                continue;
-            }
-            best.pop();
-        }
-        let at = best.partition_point(|h| order(h, &hit).is_lt());
-        best.insert(at, hit);
-        if best.len() == want {
-            worst = best.last().map_or(f32::INFINITY, |w| w.1);
+        for (id, &d) in ids.iter().zip(ds) {
+            top.offer(id, d);
         }
     }
-    best
+    top.best
 }
 
 /// A shard of a collection; see the module docs.
@@ -685,7 +727,7 @@ impl Shard {
             let copy = self.scan_copy(st);
             let mut dists = vec![0f32; copy.ids.len()];
             self.dist.index_distances(v, &copy.vectors, &mut dists);
-            return best_hits(copy.ids.iter().zip(dists), want);
+            return best_of_scan(&copy.ids, &dists, want);
         }
         let candidates = st
             .points

@@ -119,8 +119,9 @@ pub(crate) fn spawn_read<T: Send + 'static>(
 /// on the read pool directly (one hop instead of an ask per shard); writes, lifecycle
 /// and remote reads still go through the shard actors. Entries are weak: a stopped
 /// shard is not kept alive, and a restarted one registers its new instance.
+/// (The metrics are shared, not cloned per search: a clone is four reference counts.)
 type OpenShards =
-    parking_lot::Mutex<std::collections::HashMap<PathBuf, (Weak<Shard>, ShardMetrics)>>;
+    parking_lot::Mutex<std::collections::HashMap<PathBuf, (Weak<Shard>, Arc<ShardMetrics>)>>;
 
 fn open_shards() -> &'static OpenShards {
     static OPEN: std::sync::OnceLock<OpenShards> = std::sync::OnceLock::new();
@@ -128,7 +129,7 @@ fn open_shards() -> &'static OpenShards {
 }
 
 /// The running shard stored in `dir`, with its metric series, if any.
-pub(crate) fn open_shard(dir: &std::path::Path) -> Option<(Arc<Shard>, ShardMetrics)> {
+pub(crate) fn open_shard(dir: &std::path::Path) -> Option<(Arc<Shard>, Arc<ShardMetrics>)> {
     let open = open_shards().lock();
     let (weak, metrics) = open.get(dir)?;
     Some((weak.upgrade()?, metrics.clone()))
@@ -215,9 +216,10 @@ impl Actor for ShardActor {
         metrics.tombstones.set(shard.tombstones() as i64);
         let timer = myself.send_interval(SNAPSHOT_EVERY, || ShardMsg::Tick);
         let shard = Arc::new(shard);
-        open_shards()
-            .lock()
-            .insert(open_dir.clone(), (Arc::downgrade(&shard), metrics.clone()));
+        open_shards().lock().insert(
+            open_dir.clone(),
+            (Arc::downgrade(&shard), Arc::new(metrics.clone())),
+        );
         Ok(ShardState {
             dir: open_dir,
             shard,
