@@ -172,6 +172,7 @@ pub fn child_spec(cfg: GatewayConfig, request_timeout: Duration) -> ChildSpec {
                 live: Default::default(),
                 security: cfg.security.clone(),
                 holders: Default::default(),
+                http_metrics: crate::http_metrics::HttpMetrics::of(&ctx.node),
             };
             let r = ctx
                 .spawn(GatewayActor, (cfg, state))

@@ -118,7 +118,7 @@ pub async fn record(
     // The span's copies, made only for a traced request.
     let span_labels = traced.map(|(ids, started)| (ids, started, method.clone(), route.clone()));
     if let Some(state) = state {
-        let m = HttpMetrics::of(&state.node);
+        let m = &state.http_metrics;
         state
             .live
             .record(elapsed.as_secs_f32() * 1000.0, status.is_server_error());

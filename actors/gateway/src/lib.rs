@@ -45,4 +45,6 @@ pub struct GatewayState {
     pub security: std::sync::Arc<auth::middleware::Security>,
     /// Which other node holds a collection this one does not.
     pub holders: std::sync::Arc<routes::collection_route::Holders>,
+    /// The HTTP metric families, looked up once (not per request).
+    pub http_metrics: http_metrics::HttpMetrics,
 }
