@@ -162,38 +162,52 @@ impl Drop for Reaper {
     }
 }
 
+/// One of the two deadline orders (the in-order queue, the heap of the rest),
+/// seen from its earliest entry.
+trait Earliest {
+    fn earliest(&self) -> Option<&Entry>;
+    fn pop_earliest(&mut self) -> Option<Entry>;
+}
+
+impl Earliest for VecDeque<Entry> {
+    fn earliest(&self) -> Option<&Entry> {
+        self.front()
+    }
+    fn pop_earliest(&mut self) -> Option<Entry> {
+        self.pop_front()
+    }
+}
+
+impl Earliest for BinaryHeap<Entry> {
+    fn earliest(&self) -> Option<&Entry> {
+        self.peek()
+    }
+    fn pop_earliest(&mut self) -> Option<Entry> {
+        self.pop()
+    }
+}
+
+/// Moves the entries of `q` due at `now` into `due` (dropping finished ones on the
+/// way); returns the next deadline left in `q`.
+fn drain(q: &mut impl Earliest, now: Instant, due: &mut Vec<Weak<dyn Expire>>) -> Option<Instant> {
+    loop {
+        let e = q.earliest()?;
+        if e.at <= now {
+            due.extend(q.pop_earliest().map(|e| e.slot));
+        } else if e.slot.strong_count() == 0 {
+            q.pop_earliest();
+        } else {
+            return Some(e.at);
+        }
+    }
+}
+
 /// Pops the entries due at `now` (and finished ones on the way); returns them with the
 /// next deadline.
 fn due(st: &mut State, now: Instant) -> (Option<Instant>, Vec<Weak<dyn Expire>>) {
     let mut due = Vec::new();
-    let next_heap = loop {
-        match st.heap.peek() {
-            Some(e) if e.at <= now => {
-                if let Some(e) = st.heap.pop() {
-                    due.push(e.slot);
-                }
-            }
-            Some(e) if e.slot.strong_count() == 0 => {
-                st.heap.pop();
-            }
-            Some(e) => break Some(e.at),
-            None => break None,
-        }
-    };
-    let next_queue = loop {
-        match st.queue.front() {
-            Some(e) if e.at <= now => {
-                if let Some(e) = st.queue.pop_front() {
-                    due.push(e.slot);
-                }
-            }
-            Some(e) if e.slot.strong_count() == 0 => {
-                st.queue.pop_front();
-            }
-            Some(e) => break Some(e.at),
-            None => break None,
-        }
-    };
+    let next_heap = drain(&mut st.heap, now, &mut due);
+    let next_queue = drain(&mut st.queue, now, &mut due);
     let next = match (next_heap, next_queue) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),

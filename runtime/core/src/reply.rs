@@ -176,19 +176,17 @@ impl<T> Drop for Receiver<T> {
 }
 
 impl<T> Receiver<T> {
-    /// The outcome, if the slot completed (`state` read with Acquire).
-    fn outcome(&mut self, state: usize) -> Option<Result<T, NoReply>> {
+    /// The outcome of a completed slot (`state` has a `COMPLETE` bit, read with Acquire).
+    fn outcome(&mut self, state: usize) -> Result<T, NoReply> {
         if state & VALUE != 0 {
             // SAFETY: `VALUE` is set (observed with Acquire after the sender's Release),
             // so the receiver owns the value cell.
             let v = unsafe { (*self.slot.value.get()).take() };
-            Some(v.ok_or(NoReply::Dropped))
+            v.ok_or(NoReply::Dropped)
         } else if state & EXPIRED != 0 {
-            Some(Err(NoReply::Expired))
-        } else if state & TX_GONE != 0 {
-            Some(Err(NoReply::Dropped))
+            Err(NoReply::Expired)
         } else {
-            None
+            Err(NoReply::Dropped)
         }
     }
 }
@@ -231,14 +229,9 @@ impl<T> Future for Receiver<T> {
 
 impl<T> Receiver<T> {
     fn finish(&mut self, state: usize) -> Poll<Result<T, NoReply>> {
-        match self.outcome(state) {
-            Some(r) => {
-                // Answered or expired: whatever comes later finds the slot complete.
-                self.done = true;
-                Poll::Ready(r)
-            }
-            None => Poll::Pending,
-        }
+        // Answered or expired: whatever comes later finds the slot complete.
+        self.done = true;
+        Poll::Ready(self.outcome(state))
     }
 }
 
