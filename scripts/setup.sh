@@ -11,6 +11,9 @@ want_tests=0
 
 need=()
 command -v protoc >/dev/null || need+=(protobuf-compiler)
+# protoc's well-known types (google/protobuf/*.proto), which etcd's protos import:
+# a recommendation of protobuf-compiler, so not pulled in with --no-install-recommends.
+[ -e /usr/include/google/protobuf/descriptor.proto ] || need+=(libprotobuf-dev)
 command -v cc >/dev/null || need+=(build-essential)
 if [ "$want_tests" = 1 ]; then
     command -v etcd >/dev/null || need+=(etcd-server)

@@ -11,7 +11,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 
-use abi_runtime::trace::{AttrValue, EntrySpan, SpanIds};
+use abi_runtime::trace::{AttrValue, EntrySpan, SpanIds, SpanKind};
 
 use crate::GatewayState;
 
@@ -141,6 +141,7 @@ pub async fn record(
         abi_runtime::trace::export(EntrySpan {
             ids,
             name: "http.request",
+            kind: SpanKind::Server,
             start: started,
             end: SystemTime::now(),
             error: status.is_server_error(),

@@ -1,6 +1,6 @@
 //! W3C trace context (`traceparent`) for the runtime's trace seam.
 
-use abi_runtime::trace::EntrySpan;
+use abi_runtime::trace::{EntrySpan, SpanKind};
 
 use crate::layer::{Kind, Queue, SpanRecord, with_record};
 
@@ -55,9 +55,13 @@ impl abi_runtime::trace::Propagation for W3c {
             trace_id: span.ids.trace_id,
             span_id: span.ids.span_id,
             parent_span_id: span.ids.parent_span_id,
-            parent_remote: span.ids.parent_span_id != 0,
+            // Only a server span's parent lives in another process.
+            parent_remote: span.kind == SpanKind::Server && span.ids.parent_span_id != 0,
             name: span.name,
-            kind: Kind::Server,
+            kind: match span.kind {
+                SpanKind::Server => Kind::Server,
+                SpanKind::Internal => Kind::Internal,
+            },
             error: span.error,
             start: span.start,
             end: span.end,

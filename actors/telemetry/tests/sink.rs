@@ -262,3 +262,82 @@ async fn messages_inside_an_entry_span_are_its_children() {
     assert_ne!(span_id, ids.span_id, "its own span id");
     assert!(sampled);
 }
+
+#[tokio::test]
+async fn direct_work_below_an_entry_span_is_exported_as_its_internal_children() {
+    use abi_runtime::trace::{ChildSpan, SpanIds, child_span, current_entry, in_entry};
+    use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let server = tokio::spawn(receiver(listener, got.clone()));
+    let mut cfg = TelemetryConfig::new(format!("http://127.0.0.1:{port}/v1/traces"));
+    cfg.flush_interval = Duration::from_millis(50);
+    let t = Telemetry::new(cfg).expect("config");
+    t.install_propagation();
+    let (node, root) = start(&t).await;
+    let _default = tracing::subscriber::set_default(tracing_subscriber::registry().with(t.layer()));
+
+    assert!(child_span(&"n/read", "t.read").is_none(), "outside any trace");
+    // A remote caller's span: the entry span continues its trace.
+    let entry = SpanIds::child(0x4bf92f3577b34da6a3ce929d0e0e4736, 0x00f067aa0ba902b7);
+    let (read_ids, scan_ids) = in_entry(entry, async {
+        let read = match child_span(&"n/read", "t.read") {
+            Some(ChildSpan::Light(s)) => s,
+            other => panic!("a light span below an entry span, got {other:?}"),
+        };
+        let read_ids = read.ids();
+        // Work inside the read (a shard scan) is the read's child.
+        let scan_ids = ChildSpan::Light(read)
+            .instrument(async move {
+                assert_eq!(current_entry().map(|e| e.span_id), Some(read_ids.span_id));
+                let scan = child_span(&"n/scan", "t.scan").expect("traced");
+                let ids = match &scan {
+                    ChildSpan::Light(s) => s.ids(),
+                    other => panic!("{other:?}"),
+                };
+                scan.run(|| ids)
+            })
+            .await;
+        (read_ids, scan_ids)
+    })
+    .await;
+    assert_eq!(read_ids.trace_id, entry.trace_id);
+    assert_eq!(read_ids.parent_span_id, entry.span_id);
+    assert_eq!(scan_ids.parent_span_id, read_ids.span_id);
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric(&node, "abi_telemetry_spans_exported_total") < 2.0 {
+        assert!(Instant::now() < deadline, "spans not exported");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let reqs = got.lock().expect("lock").clone();
+    let spans: Vec<_> = reqs
+        .iter()
+        .flat_map(|r| &r.resource_spans)
+        .flat_map(|rs| &rs.scope_spans)
+        .flat_map(|ss| &ss.spans)
+        .collect();
+    let path_of = |s: &opentelemetry_proto::tonic::trace::v1::Span| {
+        s.attributes
+            .iter()
+            .find(|a| a.key == "actor.path")
+            .and_then(|a| a.value.as_ref())
+            .map(|v| format!("{v:?}"))
+            .unwrap_or_default()
+    };
+    for (ids, path) in [(read_ids, "n/read"), (scan_ids, "n/scan")] {
+        let span = spans
+            .iter()
+            .find(|s| s.span_id == ids.span_id.to_be_bytes())
+            .unwrap_or_else(|| panic!("no span {path} in {spans:?}"));
+        assert_eq!(span.name, "actor.handle");
+        assert_eq!(span.kind, SpanKind::Internal as i32, "{span:?}");
+        assert_eq!(span.trace_id, ids.trace_id.to_be_bytes());
+        assert_eq!(span.parent_span_id, ids.parent_span_id.to_be_bytes());
+        assert!(path_of(span).contains(path), "{span:?}");
+        assert!(span.end_time_unix_nano >= span.start_time_unix_nano);
+    }
+    root.shutdown(Duration::from_secs(5)).await;
+    server.abort();
+}

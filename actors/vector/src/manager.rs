@@ -313,13 +313,13 @@ async fn search_open(
     // A traced request gets one span per shard, as the shard actors would
     // have made had it asked them: its trace shows every shard it read.
     // Untraced (the common case), no paths are built and the list stays empty.
-    let spans: Vec<Option<tracing::Span>> = if abi_runtime::trace::traced() {
+    let spans: Vec<Option<abi_runtime::trace::ChildSpan>> = if abi_runtime::trace::traced() {
         (0..shards.len() as u32)
             .map(|i| {
                 let name = crate::routing::shard_name(&cfg.name, i);
                 let path =
                     ActorPath::new(node_root.node.clone(), node_root.incarnation, &name).ok()?;
-                abi_runtime::trace::message_span(&path, ShardSearch::TYPE, false)
+                abi_runtime::trace::child_span(&path, ShardSearch::TYPE)
             })
             .collect()
     } else {
@@ -328,25 +328,29 @@ async fn search_open(
     let queries = req.queries.clone();
     let run = move |parallel: bool| {
         use rayon::prelude::*;
-        let one = |(i, s): (usize, &Arc<crate::shard::Shard>)| {
-            let _entered = spans.get(i).and_then(Option::as_ref).map(|s| s.enter());
-            queries
-                .iter()
-                .map(|q| s.search(q))
-                .collect::<Result<Vec<_>, _>>()
+        let one = |(s, span): (&Arc<crate::shard::Shard>, Option<abi_runtime::trace::ChildSpan>)| {
+            let scan = || {
+                queries
+                    .iter()
+                    .map(|q| s.search(q))
+                    .collect::<Result<Vec<_>, _>>()
+            };
+            match span {
+                Some(span) => span.run(scan),
+                None => scan(),
+            }
         };
+        // One span per shard when traced, none otherwise.
+        let mut spans = spans.into_iter();
+        let with_spans: Vec<_> = shards
+            .iter()
+            .map(|(s, _)| (s, spans.next().flatten()))
+            .collect();
         if parallel {
-            shards
-                .par_iter()
-                .map(|(s, _)| s)
-                .enumerate()
-                .map(one)
-                .collect()
+            with_spans.into_par_iter().map(one).collect()
         } else {
-            shards
-                .iter()
-                .map(|(s, _)| s)
-                .enumerate()
+            with_spans
+                .into_iter()
                 .map(one)
                 .collect::<Result<Vec<_>, _>>()
         }

@@ -198,15 +198,14 @@ impl Node {
     ) -> Result<R::Reply, AskError> {
         let started = Instant::now();
         let deadline = started + timeout;
-        // Telemetry off or no traced request: no span. Otherwise the span is
-        // current while the message is sent, so the handler runs inside it
+        // Telemetry off or no traced request: no span. Otherwise a message's
+        // span is current while it is sent, so the handler runs inside it
         // (ractor propagates it) and a remote envelope carries its traceparent.
-        let remote = to.node != self.inner.id;
-        let span = crate::trace::message_span(to, R::TYPE, remote);
         // The remote and direct-read waits are boxed: inline, their state (a codec
         // future, a timer) would make every local ask's future several times larger,
         // and moving it costs more than the allocation they take.
-        if remote {
+        if to.node != self.inner.id {
+            let span = crate::trace::message_span(to, R::TYPE, true);
             return self.ask_remote(to, req, deadline, span).await;
         }
         self.check_incarnation(to)?;
@@ -228,6 +227,7 @@ impl Node {
             })?;
             let (tx, rx) = crate::reply::channel();
             let call = Call::new(req, ReplyTo::new(Some(tx), deadline));
+            let span = crate::trace::message_span(to, R::TYPE, false);
             let sent = match &span {
                 Some(s) => s.in_scope(|| route(call)),
                 None => route(call),
@@ -237,15 +237,19 @@ impl Node {
             // One ask in STATS_SAMPLE is timed: a clock read and a histogram update
             // on every ask would cost as much as the rest of the ask path.
             let timed = stats.messages.inc().is_multiple_of(STATS_SAMPLE);
-            Ok(Routed::Queued(rx, timed.then(|| stats.clone())))
+            Ok(Routed::Queued(rx, timed.then(|| stats.clone()), span))
         })?;
-        let (rx, stats) = match routed {
+        let (rx, stats, span) = match routed {
             Routed::Direct(fut) => {
-                // A traced direct read runs inside the message's span: the trace
+                // A traced direct read runs inside a span of its own: the trace
                 // shows the actor that answered, as if the message had been queued.
-                let mut fut = match span {
-                    Some(span) => Box::pin(tracing::Instrument::instrument(fut, span)),
-                    None => fut,
+                let mut fut = if crate::trace::enabled() {
+                    match crate::trace::child_span(to, R::TYPE) {
+                        Some(span) => span.instrument(fut),
+                        None => fut,
+                    }
+                } else {
+                    fut
                 };
                 // Most direct reads finish on their first poll: no timer for those.
                 if let std::task::Poll::Ready(reply) = futures::poll!(&mut fut) {
@@ -253,7 +257,7 @@ impl Node {
                 }
                 return wait_direct(fut, to, deadline, timeout).await;
             }
-            Routed::Queued(rx, stats) => (rx, stats),
+            Routed::Queued(rx, stats, span) => (rx, stats, span),
         };
         self.inner.reaper.register(deadline, rx.expiry());
         let result = match rx.await {
@@ -404,9 +408,10 @@ enum Routed<T> {
     /// Answered by the actor's direct read, in the caller's task.
     Direct(futures::future::BoxFuture<'static, T>),
     /// Queued in the mailbox; the reply comes in the slot (with the stats to time it, when
-    /// this ask is sampled).
+    /// this ask is sampled, and the message's span, when it is traced).
     Queued(
         crate::reply::Receiver<T>,
         Option<crate::metrics::ActorStats>,
+        Option<tracing::Span>,
     ),
 }

@@ -9,10 +9,11 @@
 //! ids are chosen up front, the request runs inside [`in_entry`] (a task-local
 //! context, not a `tracing` span: creating, entering and closing one through
 //! the subscriber cost more than the rest of a `/health` request), and the
-//! finished span goes to the exporter with [`export`]. Messages sent inside it
-//! get `tracing` spans parented on it; from there on the context travels with
-//! `tracing` (ractor runs handlers inside the message's span) and in
-//! transport envelopes.
+//! finished span goes to the exporter with [`export`]. A direct read (an
+//! actor's work done in the caller's task) below it is recorded the same way,
+//! as a [`ChildSpan::Light`]. Messages queued in a mailbox get `tracing` spans
+//! parented on it; from there on the context travels with `tracing` (ractor
+//! runs handlers inside the message's span) and in transport envelopes.
 
 use std::sync::OnceLock;
 use std::time::SystemTime;
@@ -85,14 +86,26 @@ pub enum AttrValue {
     Bool(bool),
 }
 
-/// A finished server span that started a trace or continued a caller's (the
-/// gateway's `http.request`), recorded without `tracing`; see the module docs.
+/// OpenTelemetry kind of an [`EntrySpan`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpanKind {
+    /// Serves a request from outside the process (its parent, if any, is remote).
+    Server,
+    /// Work inside the process, below a span of the same process.
+    Internal,
+}
+
+/// A finished span recorded without `tracing` (see the module docs): a
+/// server span that started a trace or continued a caller's (the gateway's
+/// `http.request`), or an actor's work below one.
 #[derive(Debug, Clone)]
 pub struct EntrySpan {
-    /// Its ids (and the caller's span, if any).
+    /// Its ids (and the parent span, if any).
     pub ids: SpanIds,
     /// Span name.
     pub name: &'static str,
+    /// Server or internal.
+    pub kind: SpanKind,
     /// Start and end, wall clock.
     pub start: SystemTime,
     /// See `start`.
@@ -227,7 +240,7 @@ pub fn set_parent(span: &Span, traceparent: &str) {
 /// tracing is on and this code runs for a traced request. Lets a caller skip
 /// preparing a span's fields (paths) that would not be used.
 pub fn traced() -> bool {
-    enabled() && (in_trace() || ENTRY.try_with(|_| ()).is_ok())
+    enabled() && (ENTRY.try_with(|_| ()).is_ok() || in_trace())
 }
 
 /// True when the current span is one of ours, i.e. this code runs on behalf
@@ -240,6 +253,112 @@ fn in_trace() -> bool {
     HOOK.get().is_some_and(|h| h.in_trace(&current))
 }
 
+/// The span of an actor's work on behalf of a traced request, in the form the
+/// current context calls for; see [`child_span`].
+#[derive(Debug)]
+pub enum ChildSpan {
+    /// Below an entry span: ids chosen here, exported when dropped.
+    Light(LightSpan),
+    /// Below a `tracing` span (inside an actor's handler).
+    Tracing(Span),
+}
+
+impl ChildSpan {
+    /// Runs the synchronous `f` inside this span, on any thread; the span
+    /// starts now and ends when `f` returns.
+    pub fn run<T>(self, f: impl FnOnce() -> T) -> T {
+        match self {
+            ChildSpan::Light(mut span) => {
+                span.start = SystemTime::now();
+                f()
+            }
+            ChildSpan::Tracing(span) => span.in_scope(f),
+        }
+    }
+
+    /// Runs `fut` inside this span: messages it sends are the span's children,
+    /// and the span ends when `fut` finishes or is dropped.
+    pub fn instrument<F>(self, fut: F) -> futures::future::BoxFuture<'static, F::Output>
+    where
+        F: std::future::Future + Send + 'static,
+    {
+        match self {
+            ChildSpan::Light(span) => Box::pin(async move {
+                let out = in_entry(span.ids, fut).await;
+                drop(span);
+                out
+            }),
+            ChildSpan::Tracing(span) => Box::pin(tracing::Instrument::instrument(fut, span)),
+        }
+    }
+}
+
+/// An `actor.handle` span below an entry span, kept as plain ids and times
+/// (no subscriber involved) and exported as an internal [`EntrySpan`] when
+/// dropped, so that a span is recorded even for work cut off by a deadline.
+#[derive(Debug)]
+pub struct LightSpan {
+    ids: SpanIds,
+    start: SystemTime,
+    path: String,
+    type_name: &'static str,
+}
+
+impl LightSpan {
+    /// Starts the span of `path` handling a `type_name` message as a child of `parent`.
+    pub fn child_of(parent: SpanIds, path: &dyn std::fmt::Display, type_name: &'static str) -> Self {
+        Self {
+            ids: SpanIds::child(parent.trace_id, parent.span_id),
+            start: SystemTime::now(),
+            path: path.to_string(),
+            type_name,
+        }
+    }
+
+    /// Its ids: what a child of this span names as its parent.
+    pub fn ids(&self) -> SpanIds {
+        self.ids
+    }
+}
+
+impl Drop for LightSpan {
+    fn drop(&mut self) {
+        export(EntrySpan {
+            ids: self.ids,
+            name: "actor.handle",
+            kind: SpanKind::Internal,
+            start: self.start,
+            end: SystemTime::now(),
+            error: false,
+            attributes: vec![
+                ("actor.path", AttrValue::Str(std::mem::take(&mut self.path))),
+                ("message_type", AttrValue::Str(self.type_name.to_string())),
+                ("remote", AttrValue::Bool(false)),
+            ],
+        });
+    }
+}
+
+/// The ids of the entry span (or light span) the current task runs in, when
+/// tracing is on; work recorded below it names it as parent.
+pub fn current_entry() -> Option<SpanIds> {
+    if !enabled() {
+        return None;
+    }
+    ENTRY.try_with(|ids| *ids).ok()
+}
+
+/// The span of `path`'s work on a `type_name` message handled in the caller's
+/// task (a direct read, a shard scan): a [`ChildSpan::Light`] in an entry
+/// span's task, a `tracing` span ([`message_span`]) below a trace span, and
+/// `None` when tracing is off or no traced request is current.
+pub fn child_span(path: &dyn std::fmt::Display, type_name: &'static str) -> Option<ChildSpan> {
+    if let Some(parent) = current_entry() {
+        return Some(ChildSpan::Light(LightSpan::child_of(parent, path, type_name)));
+    }
+    message_span(path, type_name, false).map(ChildSpan::Tracing)
+}
+
 /// The span of one message to an actor, named `actor.handle`, child of the
 /// current span; `None` when tracing is off or no traced request is current.
 ///
@@ -250,13 +369,13 @@ fn in_trace() -> bool {
 /// message was sent, so asks made while handling nest below this one.
 pub fn message_span(path: &dyn std::fmt::Display, type_name: &str, remote: bool) -> Option<Span> {
     let hook = HOOK.get()?;
-    // Below a trace span the new span is its child; else, in an entry span's
-    // task, a child of the entry span.
-    let entry = if in_trace() {
-        None
-    } else {
-        Some(ENTRY.try_with(|ids| *ids).ok()?)
-    };
+    // In an entry span's task the new span is the entry span's child (no
+    // `tracing` span of ours is ever current there across an await); else,
+    // below a trace span, that span's child.
+    let entry = ENTRY.try_with(|ids| *ids).ok();
+    if entry.is_none() && !in_trace() {
+        return None;
+    }
     let span = tracing::info_span!(
         target: TARGET,
         "actor.handle",
