@@ -113,6 +113,7 @@ fn span_data(r: SpanRecord, scope: &InstrumentationScope) -> SpanData {
             .into_iter()
             .map(|(k, v)| match v {
                 Value::Str(s) => KeyValue::new(k, s),
+                Value::Static(s) => KeyValue::new(k, s),
                 Value::I64(i) => KeyValue::new(k, i),
                 Value::F64(f) => KeyValue::new(k, f),
                 Value::Bool(b) => KeyValue::new(k, b),

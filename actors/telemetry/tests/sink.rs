@@ -278,7 +278,10 @@ async fn direct_work_below_an_entry_span_is_exported_as_its_internal_children() 
     let (node, root) = start(&t).await;
     let _default = tracing::subscriber::set_default(tracing_subscriber::registry().with(t.layer()));
 
-    assert!(child_span(&"n/read", "t.read").is_none(), "outside any trace");
+    assert!(
+        child_span(&"n/read", "t.read").is_none(),
+        "outside any trace"
+    );
     // A remote caller's span: the entry span continues its trace.
     let entry = SpanIds::child(0x4bf92f3577b34da6a3ce929d0e0e4736, 0x00f067aa0ba902b7);
     let (read_ids, scan_ids) = in_entry(entry, async {

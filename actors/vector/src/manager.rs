@@ -316,9 +316,13 @@ async fn search_open(
     let spans: Vec<Option<abi_runtime::trace::ChildSpan>> = if abi_runtime::trace::traced() {
         (0..shards.len() as u32)
             .map(|i| {
-                let name = crate::routing::shard_name(&cfg.name, i);
-                let path =
-                    ActorPath::new(node_root.node.clone(), node_root.incarnation, &name).ok()?;
+                // The shard actor's path as `ActorPath` shows it (`node/name`),
+                // written directly: no path to validate, one string.
+                let path = format_args!(
+                    "{}/{}",
+                    node_root.node,
+                    crate::routing::shard_name(&cfg.name, i)
+                );
                 abi_runtime::trace::child_span(&path, ShardSearch::TYPE)
             })
             .collect()
@@ -328,7 +332,10 @@ async fn search_open(
     let queries = req.queries.clone();
     let run = move |parallel: bool| {
         use rayon::prelude::*;
-        let one = |(s, span): (&Arc<crate::shard::Shard>, Option<abi_runtime::trace::ChildSpan>)| {
+        let one = |(s, span): (
+            &Arc<crate::shard::Shard>,
+            Option<abi_runtime::trace::ChildSpan>,
+        )| {
             let scan = || {
                 queries
                     .iter()

@@ -78,6 +78,8 @@ pub fn sample_new() -> bool {
 pub enum AttrValue {
     /// Text.
     Str(String),
+    /// Text known at compile time (a message type), without a copy.
+    Static(&'static str),
     /// An integer.
     I64(i64),
     /// A float.
@@ -265,12 +267,14 @@ pub enum ChildSpan {
 
 impl ChildSpan {
     /// Runs the synchronous `f` inside this span, on any thread; the span
-    /// starts now and ends when `f` returns.
+    /// ends when `f` returns (a light span started when it was made, so a
+    /// hand-off to another thread counts as part of the work).
     pub fn run<T>(self, f: impl FnOnce() -> T) -> T {
         match self {
-            ChildSpan::Light(mut span) => {
-                span.start = SystemTime::now();
-                f()
+            ChildSpan::Light(span) => {
+                let out = f();
+                drop(span);
+                out
             }
             ChildSpan::Tracing(span) => span.in_scope(f),
         }
@@ -306,7 +310,11 @@ pub struct LightSpan {
 
 impl LightSpan {
     /// Starts the span of `path` handling a `type_name` message as a child of `parent`.
-    pub fn child_of(parent: SpanIds, path: &dyn std::fmt::Display, type_name: &'static str) -> Self {
+    pub fn child_of(
+        parent: SpanIds,
+        path: &dyn std::fmt::Display,
+        type_name: &'static str,
+    ) -> Self {
         Self {
             ids: SpanIds::child(parent.trace_id, parent.span_id),
             start: SystemTime::now(),
@@ -332,7 +340,7 @@ impl Drop for LightSpan {
             error: false,
             attributes: vec![
                 ("actor.path", AttrValue::Str(std::mem::take(&mut self.path))),
-                ("message_type", AttrValue::Str(self.type_name.to_string())),
+                ("message_type", AttrValue::Static(self.type_name)),
                 ("remote", AttrValue::Bool(false)),
             ],
         });
@@ -354,7 +362,9 @@ pub fn current_entry() -> Option<SpanIds> {
 /// `None` when tracing is off or no traced request is current.
 pub fn child_span(path: &dyn std::fmt::Display, type_name: &'static str) -> Option<ChildSpan> {
     if let Some(parent) = current_entry() {
-        return Some(ChildSpan::Light(LightSpan::child_of(parent, path, type_name)));
+        return Some(ChildSpan::Light(LightSpan::child_of(
+            parent, path, type_name,
+        )));
     }
     message_span(path, type_name, false).map(ChildSpan::Tracing)
 }
