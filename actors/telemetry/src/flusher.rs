@@ -114,6 +114,7 @@ fn span_data(r: SpanRecord, scope: &InstrumentationScope) -> SpanData {
             .map(|(k, v)| match v {
                 Value::Str(s) => KeyValue::new(k, s),
                 Value::Static(s) => KeyValue::new(k, s),
+                Value::Shared(s) => KeyValue::new(k, s.to_string()),
                 Value::I64(i) => KeyValue::new(k, i),
                 Value::F64(f) => KeyValue::new(k, f),
                 Value::Bool(b) => KeyValue::new(k, b),

@@ -135,12 +135,14 @@ pub fn collection_spec(root: &std::path::Path, cfg: &CollectionConfig) -> ChildS
             dir: shard_dir(&dir, i),
             config: shard_config(cfg),
             metrics: ShardMetrics::detached(),
+            path: Arc::from(""),
         };
         let collection = cfg.name.clone();
         sup = sup.child(
             ChildSpec::worker(format!("shard-{i}"), move |ctx| {
                 let mut args = args.clone();
                 args.metrics = VectorMetrics::of(&ctx.node).shard(&collection, i);
+                args.path = Arc::from(ctx.path.to_string());
                 async move {
                     let r = ctx.spawn(ShardActor, args).await?;
                     Ok(Started::new(r)
@@ -301,30 +303,21 @@ impl ManagerState {
 /// the read pool in one job (shards in parallel), as the in-process engine does,
 /// instead of one ask per shard actor (each a hop and a wake-up).
 async fn search_open(
-    node_root: &ActorPath,
-    shards: Vec<(Arc<crate::shard::Shard>, Arc<ShardMetrics>)>,
+    shards: Vec<crate::shard_actor::OpenShard>,
     cfg: &CollectionConfig,
     req: &Search,
 ) -> Result<SearchResult, VectorError> {
-    for (_, m) in &shards {
-        m.searches.inc_by(req.queries.len() as u64);
+    for s in &shards {
+        s.metrics.searches.inc_by(req.queries.len() as u64);
     }
-    let small = shards.iter().all(|(s, _)| s.is_small());
+    let small = shards.iter().all(|s| s.shard.is_small());
     // A traced request gets one span per shard, as the shard actors would
     // have made had it asked them: its trace shows every shard it read.
-    // Untraced (the common case), no paths are built and the list stays empty.
+    // Untraced (the common case), the list stays empty.
     let spans: Vec<Option<abi_runtime::trace::ChildSpan>> = if abi_runtime::trace::traced() {
-        (0..shards.len() as u32)
-            .map(|i| {
-                // The shard actor's path as `ActorPath` shows it (`node/name`),
-                // written directly: no path to validate, one string.
-                let path = format_args!(
-                    "{}/{}",
-                    node_root.node,
-                    crate::routing::shard_name(&cfg.name, i)
-                );
-                abi_runtime::trace::child_span(&path, ShardSearch::TYPE)
-            })
+        shards
+            .iter()
+            .map(|s| abi_runtime::trace::child_span_shared(&s.path, ShardSearch::TYPE))
             .collect()
     } else {
         Vec::new()
@@ -351,7 +344,7 @@ async fn search_open(
         let mut spans = spans.into_iter();
         let with_spans: Vec<_> = shards
             .iter()
-            .map(|(s, _)| (s, spans.next().flatten()))
+            .map(|s| (&s.shard, spans.next().flatten()))
             .collect();
         if parallel {
             with_spans.into_par_iter().map(one).collect()
@@ -421,7 +414,7 @@ fn check_search(cfg: &CollectionConfig, req: &Search) -> Result<(), VectorError>
 fn open_shards(
     root: &std::path::Path,
     cfg: &CollectionConfig,
-) -> Option<Vec<(Arc<crate::shard::Shard>, Arc<ShardMetrics>)>> {
+) -> Option<Vec<crate::shard_actor::OpenShard>> {
     let dir = root.join(&cfg.name);
     (0..cfg.shards)
         .map(|i| crate::shard_actor::open_shard(&shard_dir(&dir, i)))
@@ -432,11 +425,7 @@ fn open_shards(
 /// whose shards are all open runs in the caller's task (small shards right there, others as
 /// one read-pool job), without the hop through the manager's mailbox and task. The rest
 /// (replicated or unknown collections, restarting shards) goes to the manager.
-pub fn direct_search(
-    node_root: ActorPath,
-    catalog: LocalCatalog,
-    root: PathBuf,
-) -> abi_runtime::DirectRead<Search> {
+pub fn direct_search(catalog: LocalCatalog, root: PathBuf) -> abi_runtime::DirectRead<Search> {
     Arc::new(move |req: Search| {
         let Some(cfg) = catalog.read().get(&req.collection).cloned() else {
             return Err(req);
@@ -444,10 +433,9 @@ pub fn direct_search(
         let Some(shards) = open_shards(&root, &cfg) else {
             return Err(req);
         };
-        let node_root = node_root.clone();
         Ok(Box::pin(async move {
             check_search(&cfg, &req)?;
-            search_open(&node_root, shards, &cfg, &req).await
+            search_open(shards, &cfg, &req).await
         }))
     })
 }
@@ -463,7 +451,7 @@ async fn search(
     if matches!(route, Route::Local)
         && let Some(shards) = open_shards(&root, &cfg)
     {
-        return search_open(&node.root_path(), shards, &cfg, &req).await;
+        return search_open(shards, &cfg, &req).await;
     }
     let timeout = Duration::from_millis(req.timeout_ms.max(1) as u64);
     let asks = (0..cfg.shards).map(|i| {
@@ -969,7 +957,7 @@ pub fn child_spec_with(
                     .map_err(abi_runtime::StartError::msg)?;
                 ctx.node.register_health_check(ctx.path.clone());
                 let catalog = LocalCatalog::default();
-                let direct = direct_search(ctx.node.root_path(), catalog.clone(), root.clone());
+                let direct = direct_search(catalog.clone(), root.clone());
                 let args = ManagerArgs {
                     node: ctx.node.clone(),
                     parent,

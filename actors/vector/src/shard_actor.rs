@@ -75,6 +75,8 @@ pub struct ShardArgs {
     pub config: ShardConfig,
     /// This shard's metric series.
     pub metrics: ShardMetrics,
+    /// The shard actor's path as traces name it (`node/name`), written once.
+    pub path: Arc<str>,
 }
 
 /// Runtime state of a shard actor.
@@ -120,19 +122,33 @@ pub(crate) fn spawn_read<T: Send + 'static>(
 /// and remote reads still go through the shard actors. Entries are weak: a stopped
 /// shard is not kept alive, and a restarted one registers its new instance.
 /// (The metrics are shared, not cloned per search: a clone is four reference counts.)
-type OpenShards =
-    parking_lot::Mutex<std::collections::HashMap<PathBuf, (Weak<Shard>, Arc<ShardMetrics>)>>;
+type OpenShards = parking_lot::Mutex<
+    std::collections::HashMap<PathBuf, (Weak<Shard>, Arc<ShardMetrics>, Arc<str>)>,
+>;
+
+/// A running shard that a search can read directly.
+pub(crate) struct OpenShard {
+    pub(crate) shard: Arc<Shard>,
+    /// Its metric series.
+    pub(crate) metrics: Arc<ShardMetrics>,
+    /// Its actor's path, for the search's span of it.
+    pub(crate) path: Arc<str>,
+}
 
 fn open_shards() -> &'static OpenShards {
     static OPEN: std::sync::OnceLock<OpenShards> = std::sync::OnceLock::new();
     OPEN.get_or_init(Default::default)
 }
 
-/// The running shard stored in `dir`, with its metric series, if any.
-pub(crate) fn open_shard(dir: &std::path::Path) -> Option<(Arc<Shard>, Arc<ShardMetrics>)> {
+/// The running shard stored in `dir`, if any.
+pub(crate) fn open_shard(dir: &std::path::Path) -> Option<OpenShard> {
     let open = open_shards().lock();
-    let (weak, metrics) = open.get(dir)?;
-    Some((weak.upgrade()?, metrics.clone()))
+    let (weak, metrics, path) = open.get(dir)?;
+    Some(OpenShard {
+        shard: weak.upgrade()?,
+        metrics: metrics.clone(),
+        path: path.clone(),
+    })
 }
 
 /// Writes the shard's snapshot (index dump + point store) on a blocking thread.
@@ -210,7 +226,7 @@ impl Actor for ShardActor {
         args: ShardArgs,
     ) -> Result<ShardState, ActorProcessingErr> {
         // Opening replays the WAL: blocking work, off the executor.
-        let (dir, config, metrics) = (args.dir, args.config, args.metrics);
+        let (dir, config, metrics, path) = (args.dir, args.config, args.metrics, args.path);
         let open_dir = dir.clone();
         let shard = tokio::task::spawn_blocking(move || Shard::open(&dir, config)).await??;
         metrics.tombstones.set(shard.tombstones() as i64);
@@ -218,7 +234,7 @@ impl Actor for ShardActor {
         let shard = Arc::new(shard);
         open_shards().lock().insert(
             open_dir.clone(),
-            (Arc::downgrade(&shard), Arc::new(metrics.clone())),
+            (Arc::downgrade(&shard), Arc::new(metrics.clone()), path),
         );
         Ok(ShardState {
             dir: open_dir,
@@ -345,7 +361,7 @@ impl Actor for ShardActor {
             let mut open = open_shards().lock();
             if open
                 .get(&st.dir)
-                .is_some_and(|(w, _)| std::ptr::eq(w.as_ptr(), Arc::as_ptr(&st.shard)))
+                .is_some_and(|(w, _, _)| std::ptr::eq(w.as_ptr(), Arc::as_ptr(&st.shard)))
             {
                 open.remove(&st.dir);
             }

@@ -80,6 +80,8 @@ pub enum AttrValue {
     Str(String),
     /// Text known at compile time (a message type), without a copy.
     Static(&'static str),
+    /// Text shared with its owner (an actor's path), without a copy.
+    Shared(std::sync::Arc<str>),
     /// An integer.
     I64(i64),
     /// A float.
@@ -304,7 +306,8 @@ impl ChildSpan {
 pub struct LightSpan {
     ids: SpanIds,
     start: SystemTime,
-    path: String,
+    /// `AttrValue::Str` or `AttrValue::Shared`.
+    path: AttrValue,
     type_name: &'static str,
 }
 
@@ -315,10 +318,14 @@ impl LightSpan {
         path: &dyn std::fmt::Display,
         type_name: &'static str,
     ) -> Self {
+        Self::with_path(parent, AttrValue::Str(path.to_string()), type_name)
+    }
+
+    fn with_path(parent: SpanIds, path: AttrValue, type_name: &'static str) -> Self {
         Self {
             ids: SpanIds::child(parent.trace_id, parent.span_id),
             start: SystemTime::now(),
-            path: path.to_string(),
+            path,
             type_name,
         }
     }
@@ -331,6 +338,7 @@ impl LightSpan {
 
 impl Drop for LightSpan {
     fn drop(&mut self) {
+        let path = std::mem::replace(&mut self.path, AttrValue::Bool(false));
         export(EntrySpan {
             ids: self.ids,
             name: "actor.handle",
@@ -339,7 +347,7 @@ impl Drop for LightSpan {
             end: SystemTime::now(),
             error: false,
             attributes: vec![
-                ("actor.path", AttrValue::Str(std::mem::take(&mut self.path))),
+                ("actor.path", path),
                 ("message_type", AttrValue::Static(self.type_name)),
                 ("remote", AttrValue::Bool(false)),
             ],
@@ -367,6 +375,18 @@ pub fn child_span(path: &dyn std::fmt::Display, type_name: &'static str) -> Opti
         )));
     }
     message_span(path, type_name, false).map(ChildSpan::Tracing)
+}
+
+/// [`child_span`] for an actor whose path string is kept shared (a shard that
+/// searches read on every request): a light span takes no copy of it.
+pub fn child_span_shared(path: &std::sync::Arc<str>, type_name: &'static str) -> Option<ChildSpan> {
+    if let Some(parent) = current_entry() {
+        let path = AttrValue::Shared(path.clone());
+        return Some(ChildSpan::Light(LightSpan::with_path(
+            parent, path, type_name,
+        )));
+    }
+    message_span(&&**path, type_name, false).map(ChildSpan::Tracing)
 }
 
 /// The span of one message to an actor, named `actor.handle`, child of the
