@@ -144,14 +144,42 @@ async fn receiver(listener: TcpListener, got: Arc<Mutex<Vec<ExportTraceServiceRe
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn spans_reach_an_otlp_receiver_with_their_parent_chain() {
+type Received = Arc<Mutex<Vec<ExportTraceServiceRequest>>>;
+
+/// A receiver on a free port, and a config that exports to it every 50 ms.
+async fn receiving() -> (TelemetryConfig, Received, tokio::task::JoinHandle<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let port = listener.local_addr().expect("addr").port();
     let got = Arc::new(Mutex::new(Vec::new()));
     let server = tokio::spawn(receiver(listener, got.clone()));
     let mut cfg = TelemetryConfig::new(format!("http://127.0.0.1:{port}/v1/traces"));
     cfg.flush_interval = Duration::from_millis(50);
+    (cfg, got, server)
+}
+
+/// The export requests received once `node` counts at least `n` spans exported.
+async fn exported(node: &Node, got: &Received, n: usize) -> Vec<ExportTraceServiceRequest> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric(node, "abi_telemetry_spans_exported_total") < n as f64 {
+        assert!(Instant::now() < deadline, "spans not exported");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    got.lock().expect("lock").clone()
+}
+
+fn spans_of(
+    reqs: &[ExportTraceServiceRequest],
+) -> Vec<&opentelemetry_proto::tonic::trace::v1::Span> {
+    reqs.iter()
+        .flat_map(|r| &r.resource_spans)
+        .flat_map(|rs| &rs.scope_spans)
+        .flat_map(|ss| &ss.spans)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_reach_an_otlp_receiver_with_their_parent_chain() {
+    let (mut cfg, got, server) = receiving().await;
     cfg.service_name = "sink-test".into();
     let t = Telemetry::new(cfg).expect("config");
     // Only the first installation in a process wins; this test binary has one.
@@ -174,18 +202,8 @@ async fn spans_reach_an_otlp_receiver_with_their_parent_chain() {
         "{tp}"
     );
 
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while metric(&node, "abi_telemetry_spans_exported_total") < 2.0 {
-        assert!(Instant::now() < deadline, "spans not exported");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let reqs = got.lock().expect("lock").clone();
-    let spans: Vec<_> = reqs
-        .iter()
-        .flat_map(|r| &r.resource_spans)
-        .flat_map(|rs| &rs.scope_spans)
-        .flat_map(|ss| &ss.spans)
-        .collect();
+    let reqs = exported(&node, &got, 2).await;
+    let spans = spans_of(&reqs);
     let find = |name: &str| {
         spans
             .iter()
@@ -267,12 +285,7 @@ async fn messages_inside_an_entry_span_are_its_children() {
 async fn direct_work_below_an_entry_span_is_exported_as_its_internal_children() {
     use abi_runtime::trace::{ChildSpan, SpanIds, child_span, current_entry, in_entry};
     use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    let got = Arc::new(Mutex::new(Vec::new()));
-    let server = tokio::spawn(receiver(listener, got.clone()));
-    let mut cfg = TelemetryConfig::new(format!("http://127.0.0.1:{port}/v1/traces"));
-    cfg.flush_interval = Duration::from_millis(50);
+    let (cfg, got, server) = receiving().await;
     let t = Telemetry::new(cfg).expect("config");
     t.install_propagation();
     let (node, root) = start(&t).await;
@@ -309,18 +322,8 @@ async fn direct_work_below_an_entry_span_is_exported_as_its_internal_children() 
     assert_eq!(read_ids.parent_span_id, entry.span_id);
     assert_eq!(scan_ids.parent_span_id, read_ids.span_id);
 
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while metric(&node, "abi_telemetry_spans_exported_total") < 2.0 {
-        assert!(Instant::now() < deadline, "spans not exported");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let reqs = got.lock().expect("lock").clone();
-    let spans: Vec<_> = reqs
-        .iter()
-        .flat_map(|r| &r.resource_spans)
-        .flat_map(|rs| &rs.scope_spans)
-        .flat_map(|ss| &ss.spans)
-        .collect();
+    let reqs = exported(&node, &got, 2).await;
+    let spans = spans_of(&reqs);
     let path_of = |s: &opentelemetry_proto::tonic::trace::v1::Span| {
         s.attributes
             .iter()
