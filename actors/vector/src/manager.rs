@@ -342,17 +342,15 @@ async fn search_open(
         };
         // One span per shard when traced, none otherwise.
         let mut spans = spans.into_iter();
-        let with_spans: Vec<_> = shards
-            .iter()
-            .map(|s| (&s.shard, spans.next().flatten()))
-            .collect();
+        let with_spans = shards.iter().map(|s| (&s.shard, spans.next().flatten()));
         if parallel {
-            with_spans.into_par_iter().map(one).collect()
-        } else {
             with_spans
-                .into_iter()
+                .collect::<Vec<_>>()
+                .into_par_iter()
                 .map(one)
-                .collect::<Result<Vec<_>, _>>()
+                .collect()
+        } else {
+            with_spans.map(one).collect::<Result<Vec<_>, _>>()
         }
     };
     // Small shards answer in microseconds: right here, no hand-off.

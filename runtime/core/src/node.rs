@@ -243,13 +243,9 @@ impl Node {
             Routed::Direct(fut) => {
                 // A traced direct read runs inside a span of its own: the trace
                 // shows the actor that answered, as if the message had been queued.
-                let mut fut = if crate::trace::enabled() {
-                    match crate::trace::child_span(to, R::TYPE) {
-                        Some(span) => span.instrument(fut),
-                        None => fut,
-                    }
-                } else {
-                    fut
+                let mut fut = match crate::trace::child_span(to, R::TYPE) {
+                    Some(span) => span.instrument(fut),
+                    None => fut,
                 };
                 // Most direct reads finish on their first poll: no timer for those.
                 if let std::task::Poll::Ready(reply) = futures::poll!(&mut fut) {

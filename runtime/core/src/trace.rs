@@ -312,16 +312,9 @@ pub struct LightSpan {
 }
 
 impl LightSpan {
-    /// Starts the span of `path` handling a `type_name` message as a child of `parent`.
-    pub fn child_of(
-        parent: SpanIds,
-        path: &dyn std::fmt::Display,
-        type_name: &'static str,
-    ) -> Self {
-        Self::with_path(parent, AttrValue::Str(path.to_string()), type_name)
-    }
-
-    fn with_path(parent: SpanIds, path: AttrValue, type_name: &'static str) -> Self {
+    /// Starts the span of the actor at `path` (an `AttrValue::Str` or
+    /// `AttrValue::Shared`) handling a `type_name` message, as a child of `parent`.
+    fn child_of(parent: SpanIds, path: AttrValue, type_name: &'static str) -> Self {
         Self {
             ids: SpanIds::child(parent.trace_id, parent.span_id),
             start: SystemTime::now(),
@@ -369,24 +362,29 @@ pub fn current_entry() -> Option<SpanIds> {
 /// span's task, a `tracing` span ([`message_span`]) below a trace span, and
 /// `None` when tracing is off or no traced request is current.
 pub fn child_span(path: &dyn std::fmt::Display, type_name: &'static str) -> Option<ChildSpan> {
-    if let Some(parent) = current_entry() {
-        return Some(ChildSpan::Light(LightSpan::child_of(
-            parent, path, type_name,
-        )));
-    }
-    message_span(path, type_name, false).map(ChildSpan::Tracing)
+    child_span_with(path, || AttrValue::Str(path.to_string()), type_name)
 }
 
 /// [`child_span`] for an actor whose path string is kept shared (a shard that
 /// searches read on every request): a light span takes no copy of it.
 pub fn child_span_shared(path: &std::sync::Arc<str>, type_name: &'static str) -> Option<ChildSpan> {
-    if let Some(parent) = current_entry() {
-        let path = AttrValue::Shared(path.clone());
-        return Some(ChildSpan::Light(LightSpan::with_path(
-            parent, path, type_name,
-        )));
+    child_span_with(&&**path, || AttrValue::Shared(path.clone()), type_name)
+}
+
+/// [`child_span`] with the light span's path attribute made by `attr`, only when needed.
+fn child_span_with(
+    path: &dyn std::fmt::Display,
+    attr: impl FnOnce() -> AttrValue,
+    type_name: &'static str,
+) -> Option<ChildSpan> {
+    match current_entry() {
+        Some(parent) => Some(ChildSpan::Light(LightSpan::child_of(
+            parent,
+            attr(),
+            type_name,
+        ))),
+        None => message_span(path, type_name, false).map(ChildSpan::Tracing),
     }
-    message_span(&&**path, type_name, false).map(ChildSpan::Tracing)
 }
 
 /// The span of one message to an actor, named `actor.handle`, child of the
