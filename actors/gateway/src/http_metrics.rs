@@ -1,6 +1,6 @@
 //! Per-route request counters and latency histograms, recorded by a middleware.
 
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -11,7 +11,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 
-use abi_runtime::trace::{AttrValue, EntrySpan, SpanIds, SpanKind};
+use abi_runtime::trace::{AttrValue, Attributes, EntrySpan, SpanIds, SpanKind};
 
 use crate::GatewayState;
 
@@ -73,10 +73,13 @@ impl HttpMetrics {
 /// `traceparent` decides (its sampled flag), else the sampling ratio does.
 /// An unsampled request then makes no span anywhere (actor messages are only
 /// traced inside a traced request), which is what keeps tracing cheap.
+/// Built once: `HeaderName::from_static` checks its text on every call.
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+
 fn request_ids(req: &ServiceRequest) -> Option<SpanIds> {
     let parent = req
         .headers()
-        .get("traceparent")
+        .get(&TRACEPARENT)
         .and_then(|v| v.to_str().ok())
         .and_then(abi_runtime::trace::parse_traceparent);
     match parent {
@@ -101,7 +104,7 @@ pub async fn record(
         .app_data::<actix_web::web::Data<GatewayState>>()
         .cloned();
     let traced = if abi_runtime::trace::enabled() {
-        request_ids(&req).map(|ids| (ids, SystemTime::now()))
+        request_ids(&req).map(|ids| (ids, abi_runtime::trace::now()))
     } else {
         None
     };
@@ -135,24 +138,23 @@ pub async fn record(
     }
     if let Some((ids, started, method, route)) = span_labels {
         if let Ok(v) = HeaderValue::from_bytes(&ids.traceparent_bytes()) {
-            res.headers_mut()
-                .insert(HeaderName::from_static("traceparent"), v);
+            res.headers_mut().insert(TRACEPARENT, v);
         }
         abi_runtime::trace::export(EntrySpan {
             ids,
             name: "http.request",
             kind: SpanKind::Server,
             start: started,
-            end: SystemTime::now(),
+            end: abi_runtime::trace::now(),
             error: status.is_server_error(),
-            attributes: vec![
+            attributes: Attributes::List(vec![
                 ("http.request.method", AttrValue::Str(method)),
                 ("http.route", AttrValue::Str(route)),
                 (
                     "http.response.status_code",
                     AttrValue::I64(i64::from(status.as_u16())),
                 ),
-            ],
+            ]),
         });
     }
     Ok(res)

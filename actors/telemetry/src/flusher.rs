@@ -1,11 +1,11 @@
 //! The flusher: a supervised actor that drains the span queue and exports
 //! batches over OTLP/HTTP.
 //!
-//! One round per `Tick` message: take what the queue holds (the batch grows
-//! to at most `max_batch`), export the batch once it is full or its oldest
-//! span has waited `flush_interval`, else sleep [`POLL`]; then send itself
-//! the next `Tick`. Polling, rather than being woken per span, keeps the span
-//! layer's `try_send` free of cross-thread wake-ups. Going through the mailbox
+//! One round per `Tick` message: take what the queue's thread buffers hold
+//! (while the batch is below `max_batch`), export up to `max_batch` spans once
+//! that many wait or the oldest has waited `flush_interval`, else sleep
+//! [`POLL`]; then send itself the next `Tick`. Polling, rather than being
+//! woken per span, keeps recording a span free of cross-thread wake-ups. Going through the mailbox
 //! between rounds (instead of looping inside `handle`) lets the supervisor's
 //! stop signal in after each round, and needs no timer task. A failed export
 //! drops the batch and counts it: retrying would only let the queue overflow
@@ -13,7 +13,6 @@
 
 use std::borrow::Cow;
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, TryRecvError};
 use std::time::{Duration, Instant};
 
 use abi_runtime::{ChildSpec, StartError, Started};
@@ -24,9 +23,9 @@ use opentelemetry::{InstrumentationScope, KeyValue};
 use opentelemetry_otlp::{Protocol, WithExportConfig as _};
 use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanExporter as _, SpanLinks};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use tokio::sync::OwnedMutexGuard;
 
 use crate::layer::{Kind, SpanRecord};
+use crate::queue::QUEUE_FULL;
 use crate::{Shared, TelemetryError};
 use abi_runtime::trace::AttrValue as Value;
 
@@ -55,14 +54,13 @@ pub(crate) struct Flusher;
 pub(crate) struct FlusherState {
     shared: Arc<Shared>,
     exporter: opentelemetry_otlp::SpanExporter,
-    // Held for the actor's life; a restarted flusher takes it over once the
-    // failed one's state is dropped.
-    rx: OwnedMutexGuard<Receiver<SpanRecord>>,
     failing: bool,
     scope: InstrumentationScope,
-    /// The batch being filled, and when its first span was taken.
+    /// The spans taken from the queue, and when the first of them was taken.
     batch: Vec<SpanRecord>,
     since: Option<Instant>,
+    /// An empty vector given to a thread's buffer for the one taken from it.
+    spare: Vec<SpanRecord>,
 }
 
 impl std::fmt::Debug for FlusherState {
@@ -110,7 +108,7 @@ fn span_data(r: SpanRecord, scope: &InstrumentationScope) -> SpanData {
         end_time: r.end,
         attributes: r
             .attributes
-            .into_iter()
+            .into_pairs()
             .map(|(k, v)| match v {
                 Value::Str(s) => KeyValue::new(k, s),
                 Value::Static(s) => KeyValue::new(k, s),
@@ -133,13 +131,16 @@ fn span_data(r: SpanRecord, scope: &InstrumentationScope) -> SpanData {
 }
 
 impl FlusherState {
+    /// Exports the oldest `max_batch` spans of the batch.
     async fn export(&mut self) {
-        self.since = None;
+        let n = self.batch.len().min(self.shared.cfg.max_batch);
         let batch: Vec<SpanData> = self
             .batch
-            .drain(..)
+            .drain(..n)
             .map(|r| span_data(r, &self.scope))
             .collect();
+        self.since = (!self.batch.is_empty()).then(Instant::now);
+        self.shared.counters.queued.set(self.batch.len() as i64);
         let n = batch.len() as u64;
         // The exporter bounds itself with `export_timeout`; the outer limit
         // guards against a client that ignores it.
@@ -171,27 +172,22 @@ impl FlusherState {
         }
     }
 
-    /// Moves queued spans into the batch (up to `max_batch`); `false` once
-    /// every sender is gone (the process is ending).
-    fn take_queued(&mut self) -> bool {
+    /// Takes the spans of every thread's buffer into the batch, unless it
+    /// holds `max_batch` already and this is not the last round (then the
+    /// buffers fill and drop at the door).
+    fn take_queued(&mut self, last: bool) {
         let before = self.batch.len();
-        let mut open = true;
-        while self.batch.len() < self.shared.cfg.max_batch {
-            match self.rx.try_recv() {
-                Ok(s) => self.batch.push(s),
-                Err(TryRecvError::Empty) => break,
-                Err(TryRecvError::Disconnected) => {
-                    open = false;
-                    break;
-                }
-            }
+        if before >= self.shared.cfg.max_batch && !last {
+            return;
         }
-        let taken = self.batch.len() - before;
-        if taken > 0 {
-            self.shared.counters.queued.dec_by(taken as i64);
+        let dropped = self.shared.buffers.drain(&mut self.batch, &mut self.spare);
+        if dropped > 0 {
+            self.shared.counters.dropped(QUEUE_FULL).inc_by(dropped);
+        }
+        if self.batch.len() > before {
+            self.shared.counters.queued.set(self.batch.len() as i64);
             self.since.get_or_insert_with(Instant::now);
         }
-        open
     }
 }
 
@@ -206,15 +202,14 @@ impl Actor for Flusher {
         shared: Arc<Shared>,
     ) -> Result<Self::State, ActorProcessingErr> {
         let exporter = build_exporter(&shared)?;
-        let rx = shared.rx.clone().lock_owned().await;
         Ok(FlusherState {
             shared,
             exporter,
-            rx,
             failing: false,
             scope: InstrumentationScope::builder("abi").build(),
             batch: Vec::new(),
             since: None,
+            spare: Vec::new(),
         })
     }
 
@@ -233,19 +228,15 @@ impl Actor for Flusher {
         FlushMsg::Tick: FlushMsg,
         st: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        let open = st.take_queued();
+        st.take_queued(false);
         let full = st.batch.len() >= st.shared.cfg.max_batch;
         let due = st
             .since
             .is_some_and(|t| t.elapsed() >= st.shared.cfg.flush_interval);
-        if full || due || (!open && !st.batch.is_empty()) {
+        if full || due {
             st.export().await;
-        } else if open {
+        } else {
             tokio::time::sleep(POLL.min(st.shared.cfg.flush_interval)).await;
-        }
-        if !open {
-            // Nothing more will come.
-            return Ok(());
         }
         myself.send_message(FlushMsg::Tick)?;
         Ok(())
@@ -257,10 +248,17 @@ impl Actor for Flusher {
         st: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         // Last round on a graceful stop: what is queued now still goes out.
-        st.take_queued();
-        if !st.batch.is_empty() {
+        st.take_queued(true);
+        while !st.batch.is_empty() {
             st.export().await;
+            if st.failing {
+                // The receiver is down: the rest would only wait out the same timeout.
+                let n = st.batch.len() as u64;
+                st.shared.counters.dropped(EXPORT_FAILED).inc_by(n);
+                st.batch.clear();
+            }
         }
+        st.shared.counters.queued.set(0);
         Ok(())
     }
 }

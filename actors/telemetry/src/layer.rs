@@ -5,17 +5,12 @@
 //! attribute vectors, a sampler call) for every span, which cost about 2 us per
 //! request span on the gateway's hot path. This layer keeps only what a trace
 //! needs (ids, parent, name, kind, times, a few attributes) in the span's
-//! registry extensions, and hands the finished record to a bounded queue with
-//! one non-blocking `try_send`; the flusher turns records into OTLP spans off
-//! the request path.
+//! registry extensions, and hands the finished record to the span queue
+//! ([`crate::queue`]: its thread's buffer, never waiting); the flusher turns
+//! records into OTLP spans off the request path.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{SyncSender, TrySendError};
 use std::time::SystemTime;
 
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::gauge::Gauge;
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
 use tracing::{Dispatch, Subscriber};
@@ -23,12 +18,9 @@ use tracing_subscriber::Registry;
 use tracing_subscriber::layer::{Context, Layer};
 use tracing_subscriber::registry::LookupSpan;
 
-use abi_runtime::trace::{AttrValue as Value, nonzero};
+use abi_runtime::trace::{AttrValue as Value, Attributes as Attrs, span_id, trace_id};
 
-use crate::Counters;
-
-/// `reason` label of spans dropped because the queue was full.
-pub const QUEUE_FULL: &str = "queue_full";
+use crate::queue::Queue;
 
 /// OpenTelemetry span kind, from the `otel.kind` field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,7 +47,7 @@ pub(crate) struct SpanRecord {
     pub(crate) error: bool,
     pub(crate) start: SystemTime,
     pub(crate) end: SystemTime,
-    pub(crate) attributes: Vec<(&'static str, Value)>,
+    pub(crate) attributes: Attrs,
 }
 
 impl SpanRecord {
@@ -71,10 +63,7 @@ impl SpanRecord {
     }
 
     fn set(&mut self, key: &'static str, value: Value) {
-        match self.attributes.iter_mut().find(|(k, _)| *k == key) {
-            Some(slot) => slot.1 = value,
-            None => self.attributes.push((key, value)),
-        }
+        self.attributes.set(key, value);
     }
 }
 
@@ -117,48 +106,6 @@ impl Visit for Fields<'_> {
     }
 }
 
-/// The sending side of the bounded span queue, with its counters.
-#[derive(Debug, Clone)]
-pub(crate) struct Queue {
-    tx: SyncSender<SpanRecord>,
-    queued: Gauge,
-    // The labelled counter itself: looking it up in its family per drop would
-    // take the family's lock on the path that runs when the exporter lags.
-    queue_full: Counter,
-    closed: Arc<AtomicBool>,
-}
-
-impl Queue {
-    pub(crate) fn new(
-        tx: SyncSender<SpanRecord>,
-        counters: &Counters,
-        closed: Arc<AtomicBool>,
-    ) -> Self {
-        Self {
-            tx,
-            queued: counters.queued.clone(),
-            queue_full: counters.dropped(QUEUE_FULL),
-            closed,
-        }
-    }
-
-    /// Queues a finished span, or drops and counts it when the queue is full.
-    pub(crate) fn push(&self, record: SpanRecord) {
-        if self.closed.load(Ordering::Relaxed) {
-            return;
-        }
-        match self.tx.try_send(record) {
-            Ok(()) => {
-                self.queued.inc();
-            }
-            // Disconnected only while the process ends; count it with the full queue.
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                self.queue_full.inc();
-            }
-        }
-    }
-}
-
 /// The `tracing` layer that records trace spans (see the module docs).
 pub struct SpanLayer {
     queue: Queue,
@@ -184,9 +131,9 @@ where
             name: attrs.metadata().name(),
             kind: Kind::Internal,
             error: false,
-            start: SystemTime::now(),
+            start: abi_runtime::trace::now(),
             end: SystemTime::UNIX_EPOCH,
-            attributes: Vec::with_capacity(attrs.fields().len()),
+            attributes: Attrs::List(Vec::with_capacity(attrs.fields().len())),
         };
         attrs.record(&mut Fields(&mut record));
         // Under this layer's filter, `parent()` is the nearest trace span: log
@@ -197,9 +144,8 @@ where
                 .get::<SpanRecord>()
                 .map(|r| (r.trace_id, r.span_id))
         });
-        (record.trace_id, record.parent_span_id) =
-            parent.unwrap_or_else(|| (nonzero(rand::random), 0));
-        record.span_id = nonzero(rand::random);
+        (record.trace_id, record.parent_span_id) = parent.unwrap_or_else(|| (trace_id(), 0));
+        record.span_id = span_id();
         span.extensions_mut().insert(record);
     }
 
@@ -216,7 +162,7 @@ where
         let Some(mut record) = span.extensions_mut().remove::<SpanRecord>() else {
             return;
         };
-        record.end = SystemTime::now();
+        record.end = abi_runtime::trace::now();
         self.queue.push(record);
     }
 }

@@ -5,9 +5,10 @@
 //! - [`Telemetry::layer`] is the node subscriber's **span layer** ([`layer`]):
 //!   it sees only spans of target [`abi_runtime::trace::TARGET`] (logs and
 //!   library spans never reach the exporter), keeps a compact record per span
-//!   and, when the span closes, `try_send`s it into a **bounded queue**; if
-//!   the queue is full the span is dropped and counted. Nothing on a request
-//!   path waits for the exporter or wakes another thread.
+//!   and, when the span closes, puts it in the **span queue** ([`queue`]): a
+//!   bounded buffer per recording thread; if that is full the span is dropped
+//!   and counted. Nothing on a request path waits for the exporter, wakes
+//!   another thread or writes memory that other request threads write.
 //! - The queue is drained by the **flusher** ([`flusher`]), a supervised actor
 //!   child of the node (`telemetry`), which batches spans, turns them into
 //!   OpenTelemetry SDK spans and exports them with `opentelemetry-otlp`.
@@ -26,10 +27,10 @@
 pub mod flusher;
 pub mod layer;
 mod propagation;
+pub mod queue;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender};
 use std::time::Duration;
 
 use opentelemetry_sdk::Resource;
@@ -49,7 +50,8 @@ pub struct TelemetryConfig {
     pub otlp_endpoint: String,
     /// Fraction of new traces sampled (a sampled parent from a caller is honoured).
     pub sampling_ratio: f64,
-    /// Spans waiting for export at most; more are dropped and counted.
+    /// Spans waiting for export at most, per thread that records spans; more
+    /// are dropped and counted.
     pub queue_size: usize,
     /// `service.name` resource attribute.
     pub service_name: String,
@@ -112,7 +114,7 @@ pub struct Counters {
     pub exported: Counter,
     /// Spans dropped, by reason.
     pub dropped: Family<DropLabels, Counter>,
-    /// Spans waiting in the queue.
+    /// Spans the flusher took from the queue and has not exported yet.
     pub queued: Gauge,
 }
 
@@ -128,7 +130,7 @@ pub(crate) struct Shared {
     pub(crate) cfg: TelemetryConfig,
     pub(crate) resource: Resource,
     pub(crate) counters: Counters,
-    pub(crate) rx: Arc<tokio::sync::Mutex<Receiver<layer::SpanRecord>>>,
+    pub(crate) buffers: Arc<queue::Buffers>,
     /// Set by [`Telemetry::shutdown`]: spans closing later are not queued.
     pub(crate) closed: Arc<AtomicBool>,
 }
@@ -136,7 +138,6 @@ pub(crate) struct Shared {
 /// The span sink of one process.
 #[derive(Debug, Clone)]
 pub struct Telemetry {
-    tx: SyncSender<layer::SpanRecord>,
     shared: Arc<Shared>,
 }
 
@@ -148,19 +149,16 @@ impl Telemetry {
     /// `sampling_ratio`) before any span exists; every span made is kept.
     pub fn new(cfg: TelemetryConfig) -> Result<Self, TelemetryError> {
         validate(&cfg)?;
-        // A std channel: its `try_send` wakes nobody unless a receiver is
-        // blocked, and the flusher never blocks on it (it polls).
-        let (tx, rx) = std::sync::mpsc::sync_channel(cfg.queue_size);
+        let buffers = Arc::new(queue::Buffers::new(cfg.queue_size));
         let resource = Resource::builder()
             .with_service_name(cfg.service_name.clone())
             .build();
         Ok(Self {
-            tx,
             shared: Arc::new(Shared {
                 cfg,
                 resource,
                 counters: Counters::default(),
-                rx: Arc::new(tokio::sync::Mutex::new(rx)),
+                buffers,
                 closed: Arc::new(AtomicBool::new(false)),
             }),
         })
@@ -191,9 +189,9 @@ impl Telemetry {
         )
     }
 
-    fn queue(&self) -> layer::Queue {
-        layer::Queue::new(
-            self.tx.clone(),
+    fn queue(&self) -> queue::Queue {
+        queue::Queue::new(
+            self.shared.buffers.clone(),
             &self.shared.counters,
             self.shared.closed.clone(),
         )
@@ -223,12 +221,12 @@ impl Telemetry {
             );
             reg.register(
                 "abi_telemetry_spans_queued",
-                "Spans waiting for export",
+                "Spans taken from the queue, waiting for export",
                 c.queued.clone(),
             );
             // Both reasons appear from the start, so a rate() over them works
             // before the first drop.
-            c.dropped(layer::QUEUE_FULL);
+            c.dropped(queue::QUEUE_FULL);
             c.dropped(flusher::EXPORT_FAILED);
             TelemetryRegistered
         });

@@ -2,7 +2,8 @@
 
 use abi_runtime::trace::{EntrySpan, SpanKind};
 
-use crate::layer::{Kind, Queue, SpanRecord, with_record};
+use crate::layer::{Kind, SpanRecord, with_record};
+use crate::queue::Queue;
 
 /// `traceparent` in and out of the spans recorded by [`crate::layer::SpanLayer`],
 /// entry spans into the same queue; head sampling of new traces at `ratio`.

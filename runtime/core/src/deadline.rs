@@ -62,7 +62,7 @@ struct State {
 
 /// Entries kept before finished ones are dropped: small, so that the reply slots they
 /// hold weakly are freed while still in cache and reused by the next asks.
-const MIN_COMPACT: usize = 256;
+const MIN_COMPACT: usize = 16;
 
 struct Shared {
     state: Mutex<State>,

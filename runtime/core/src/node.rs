@@ -216,7 +216,11 @@ impl Node {
                 match read(req) {
                     Ok(fut) => {
                         self.stats(mailbox, &to.name).messages.inc();
-                        return Ok(Routed::Direct(fut));
+                        // A traced direct read runs inside a span of its own: the trace
+                        // shows the actor that answered, as if the message had been queued.
+                        let path = mailbox.path_text.get_or_init(|| to.to_string().into());
+                        let span = crate::trace::child_span_shared(path, R::TYPE);
+                        return Ok(Routed::Direct(fut, span));
                     }
                     Err(declined) => req = declined,
                 }
@@ -240,10 +244,8 @@ impl Node {
             Ok(Routed::Queued(rx, timed.then(|| stats.clone()), span))
         })?;
         let (rx, stats, span) = match routed {
-            Routed::Direct(fut) => {
-                // A traced direct read runs inside a span of its own: the trace
-                // shows the actor that answered, as if the message had been queued.
-                let mut fut = match crate::trace::child_span(to, R::TYPE) {
+            Routed::Direct(fut, span) => {
+                let mut fut = match span {
                     Some(span) => span.instrument(fut),
                     None => fut,
                 };
@@ -401,8 +403,11 @@ fn wait_direct<T: Send + 'static>(
 
 /// How a local ask was delivered.
 enum Routed<T> {
-    /// Answered by the actor's direct read, in the caller's task.
-    Direct(futures::future::BoxFuture<'static, T>),
+    /// Answered by the actor's direct read, in the caller's task (in its span, when traced).
+    Direct(
+        futures::future::BoxFuture<'static, T>,
+        Option<crate::trace::ChildSpan>,
+    ),
     /// Queued in the mailbox; the reply comes in the slot (with the stats to time it, when
     /// this ask is sampled, and the message's span, when it is traced).
     Queued(

@@ -39,6 +39,9 @@ pub(crate) struct Mailbox {
     pub(crate) actor: ActorId,
     /// Message metrics of this actor, looked up on first use.
     pub(crate) stats: std::sync::OnceLock<crate::metrics::ActorStats>,
+    /// Its path as text, made on first use: the attribute of the spans of its
+    /// direct reads, shared instead of formatted per traced read.
+    pub(crate) path_text: std::sync::OnceLock<Arc<str>>,
     local: FxHashMap<TypeId, Box<dyn Any + Send + Sync>>,
     direct: FxHashMap<TypeId, Box<dyn Any + Send + Sync>>,
     wire: FxHashMap<&'static str, WireRoute>,
@@ -97,6 +100,7 @@ impl Started {
             mailbox: Mailbox {
                 actor: id,
                 stats: std::sync::OnceLock::new(),
+                path_text: std::sync::OnceLock::new(),
                 local: FxHashMap::default(),
                 direct: FxHashMap::default(),
                 wire: FxHashMap::default(),

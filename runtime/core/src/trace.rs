@@ -117,7 +117,59 @@ pub struct EntrySpan {
     /// OpenTelemetry status `ERROR`.
     pub error: bool,
     /// Attributes (OpenTelemetry semantic-convention keys).
-    pub attributes: Vec<(&'static str, AttrValue)>,
+    pub attributes: Attributes,
+}
+
+/// The attributes of a span record.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Attributes {
+    /// Any attributes.
+    List(Vec<(&'static str, AttrValue)>),
+    /// An actor's work on a message in the caller's task: `actor.path`,
+    /// `message_type` and `remote = false`, kept without a vector (a search
+    /// records one such span per shard).
+    Actor {
+        /// `actor.path`: an `AttrValue::Str` or `AttrValue::Shared`.
+        path: AttrValue,
+        /// `message_type`.
+        message_type: &'static str,
+    },
+}
+
+impl Attributes {
+    /// The attributes as key-value pairs.
+    pub fn into_pairs(self) -> impl Iterator<Item = (&'static str, AttrValue)> {
+        let (list, actor) = match self {
+            Attributes::List(v) => (Some(v.into_iter()), None),
+            Attributes::Actor { path, message_type } => (
+                None,
+                Some([
+                    ("actor.path", path),
+                    ("message_type", AttrValue::Static(message_type)),
+                    ("remote", AttrValue::Bool(false)),
+                ]),
+            ),
+        };
+        list.into_iter()
+            .flatten()
+            .chain(actor.into_iter().flatten())
+    }
+
+    /// Sets `key` to `value`, replacing an earlier value of the same key.
+    pub fn set(&mut self, key: &'static str, value: AttrValue) {
+        if let Attributes::Actor { .. } = self {
+            let pairs = std::mem::replace(self, Attributes::List(Vec::new()))
+                .into_pairs()
+                .collect();
+            *self = Attributes::List(pairs);
+        }
+        if let Attributes::List(list) = self {
+            match list.iter_mut().find(|(k, _)| *k == key) {
+                Some(slot) => slot.1 = value,
+                None => list.push((key, value)),
+            }
+        }
+    }
 }
 
 tokio::task_local! {
@@ -179,8 +231,8 @@ impl SpanIds {
     /// Ids of the root span of a new trace.
     pub fn root() -> Self {
         Self {
-            trace_id: nonzero(rand::random),
-            span_id: nonzero(rand::random),
+            trace_id: trace_id(),
+            span_id: span_id(),
             parent_span_id: 0,
         }
     }
@@ -190,7 +242,7 @@ impl SpanIds {
     pub fn child(trace_id: u128, parent_span_id: u64) -> Self {
         Self {
             trace_id,
-            span_id: nonzero(rand::random),
+            span_id: span_id(),
             parent_span_id,
         }
     }
@@ -214,8 +266,56 @@ impl SpanIds {
     }
 }
 
+/// The wall-clock time for span records. Read from the TSC through fastant
+/// where the kernel trusts it (in a VM about a third of what `SystemTime::now`
+/// costs; a traced search reads the time eight times) and converted with an
+/// anchor each thread renews every second, so wall-clock steps reach span
+/// times within a second; elsewhere fastant reads the system clock.
+pub fn now() -> SystemTime {
+    thread_local! {
+        static ANCHOR: std::cell::Cell<Option<(fastant::Anchor, fastant::Instant)>> =
+            const { std::cell::Cell::new(None) };
+    }
+    let t = fastant::Instant::now();
+    let anchor = ANCHOR.with(|cell| match cell.get() {
+        Some((anchor, set)) if t.duration_since(set) < std::time::Duration::from_secs(1) => anchor,
+        _ => {
+            let anchor = fastant::Anchor::new();
+            cell.set(Some((anchor, t)));
+            anchor
+        }
+    });
+    SystemTime::UNIX_EPOCH + std::time::Duration::from_nanos(t.as_unix_nanos(&anchor))
+}
+
+/// A fresh random span id (never zero, W3C's "invalid").
+pub fn span_id() -> u64 {
+    nonzero(next_random)
+}
+
+/// A fresh random trace id (never zero).
+pub fn trace_id() -> u128 {
+    nonzero(|| (u128::from(next_random()) << 64) | u128::from(next_random()))
+}
+
+/// The next value of this thread's id generator (wyrand, seeded once per
+/// thread from `rand`'s OS-seeded generator): ids must be unique, not secret,
+/// and `rand::random` takes a thread-local handle and a ChaCha block per call,
+/// four times per traced search.
+fn next_random() -> u64 {
+    thread_local! {
+        static STATE: std::cell::Cell<u64> = std::cell::Cell::new(rand::random());
+    }
+    STATE.with(|state| {
+        let x = state.get().wrapping_add(0xa076_1d64_78bd_642f);
+        state.set(x);
+        let t = u128::from(x) * u128::from(x ^ 0xe703_7ed1_a0b4_28db);
+        ((t >> 64) as u64) ^ (t as u64)
+    })
+}
+
 /// A fresh non-zero id (zero is W3C's "invalid").
-pub fn nonzero<T: PartialEq + Default>(mut draw: impl FnMut() -> T) -> T {
+fn nonzero<T: PartialEq + Default>(mut draw: impl FnMut() -> T) -> T {
     loop {
         let v = draw();
         if v != T::default() {
@@ -317,7 +417,7 @@ impl LightSpan {
     fn child_of(parent: SpanIds, path: AttrValue, type_name: &'static str) -> Self {
         Self {
             ids: SpanIds::child(parent.trace_id, parent.span_id),
-            start: SystemTime::now(),
+            start: now(),
             path,
             type_name,
         }
@@ -337,13 +437,12 @@ impl Drop for LightSpan {
             name: "actor.handle",
             kind: SpanKind::Internal,
             start: self.start,
-            end: SystemTime::now(),
+            end: now(),
             error: false,
-            attributes: vec![
-                ("actor.path", path),
-                ("message_type", AttrValue::Static(self.type_name)),
-                ("remote", AttrValue::Bool(false)),
-            ],
+            attributes: Attributes::Actor {
+                path,
+                message_type: self.type_name,
+            },
         });
     }
 }
@@ -440,7 +539,40 @@ pub fn inbound_span(
 
 #[cfg(test)]
 mod tests {
-    use super::{SpanIds, parse_traceparent};
+    use super::{SpanIds, now, parse_traceparent, span_id};
+
+    #[test]
+    fn span_clock_follows_the_system_clock() {
+        let mut last = now();
+        for _ in 0..1_000 {
+            let (ours, system) = (now(), std::time::SystemTime::now());
+            let off = system
+                .duration_since(ours)
+                .or_else(|e| Ok::<_, ()>(e.duration()))
+                .expect("difference");
+            assert!(off < std::time::Duration::from_millis(5), "{off:?} apart");
+            assert!(ours >= last, "went back");
+            last = ours;
+        }
+        let slept = now();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let d = now().duration_since(slept).expect("forward");
+        assert!(d >= std::time::Duration::from_millis(19), "{d:?}");
+    }
+
+    #[test]
+    fn span_ids_are_distinct_and_never_zero() {
+        let ids: std::collections::HashSet<u64> = (0..10_000).map(|_| span_id()).collect();
+        assert_eq!(ids.len(), 10_000);
+        assert!(!ids.contains(&0));
+        let other = std::thread::spawn(|| (0..10_000).map(|_| span_id()).collect::<Vec<_>>())
+            .join()
+            .expect("thread");
+        assert!(
+            other.iter().all(|id| !ids.contains(id)),
+            "threads seed apart"
+        );
+    }
 
     fn sampled_flag(traceparent: &str) -> Option<bool> {
         parse_traceparent(traceparent).map(|(_, _, sampled)| sampled)

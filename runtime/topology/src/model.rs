@@ -684,7 +684,8 @@ pub struct Telemetry {
     /// `text` or `json` log lines.
     #[serde(default)]
     pub log_format: LogFormat,
-    /// Finished spans waiting for export at most; more are dropped and counted.
+    /// Finished spans waiting for export at most, per thread that records
+    /// spans; more are dropped and counted.
     #[serde(default = "default_queue_size")]
     pub queue_size: usize,
     /// `service.name` of exported spans (default `abi-node`).
