@@ -5,11 +5,12 @@
 //! (while the batch is below `max_batch`), export up to `max_batch` spans once
 //! that many wait or the oldest has waited `flush_interval`, else sleep
 //! [`POLL`]; then send itself the next `Tick`. Polling, rather than being
-//! woken per span, keeps recording a span free of cross-thread wake-ups. Going through the mailbox
-//! between rounds (instead of looping inside `handle`) lets the supervisor's
-//! stop signal in after each round, and needs no timer task. A failed export
-//! drops the batch and counts it: retrying would only let the queue overflow
-//! later, and spans have no value once stale.
+//! woken per span, keeps recording a span free of cross-thread wake-ups.
+//! Going through the mailbox between rounds (instead of looping inside
+//! `handle`) lets the supervisor's stop signal in after each round, and needs
+//! no timer task. A failed export drops the batch and counts it: retrying
+//! would only let the queue overflow later, and spans have no value once
+//! stale.
 
 use std::borrow::Cow;
 use std::sync::Arc;
