@@ -17,7 +17,9 @@ use abi_protocol::raft::{
 };
 use abi_protocol::{ActorPath, NodeId, Request};
 use abi_runtime::{AskError, Call, ChildSpec, Node, Started};
-use openraft::error::{CheckIsLeaderError, ClientWriteError, ForwardToLeader, RaftError};
+use openraft::error::{
+    ChangeMembershipError, CheckIsLeaderError, ClientWriteError, ForwardToLeader, RaftError,
+};
 use openraft::{ChangeMembers, ServerState, SnapshotPolicy};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::task::JoinSet;
@@ -31,6 +33,9 @@ use crate::rpc::{
 };
 use crate::state_machine::{MetaView, StateMachine};
 use crate::types::{Member, MemberId, Raft, TypeConfig, member_id};
+
+/// Wait between tries of a membership change while the previous one is still committing.
+const CHANGE_RETRY: Duration = Duration::from_millis(20);
 
 /// Pause before retrying a forward to a leader that could not be reached.
 const RETRY_PAUSE: Duration = Duration::from_millis(100);
@@ -775,6 +780,14 @@ impl Ctx {
                         self.forward(leader, next, deadline).await
                     }
                 }
+            }
+            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(
+                ChangeMembershipError::InProgress(_),
+            ))) if Instant::now() + CHANGE_RETRY < deadline => {
+                // The previous change (a learner just added, say) is still being
+                // committed; it settles within milliseconds, so wait instead of failing.
+                tokio::time::sleep(CHANGE_RETRY).await;
+                Box::pin(self.change_once(req, deadline)).await
             }
             Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
                 Err(RaftFailure::Invalid(e.to_string()))
