@@ -66,6 +66,9 @@ impl HttpMetrics {
     }
 }
 
+/// Built once: `HeaderName::from_static` checks its text on every call.
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+
 /// The ids of the `http.request` span of one request, or `None` when it is
 /// not traced.
 ///
@@ -73,9 +76,6 @@ impl HttpMetrics {
 /// `traceparent` decides (its sampled flag), else the sampling ratio does.
 /// An unsampled request then makes no span anywhere (actor messages are only
 /// traced inside a traced request), which is what keeps tracing cheap.
-/// Built once: `HeaderName::from_static` checks its text on every call.
-const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
-
 fn request_ids(req: &ServiceRequest) -> Option<SpanIds> {
     let parent = req
         .headers()

@@ -110,6 +110,7 @@ fn span_data(r: SpanRecord, scope: &InstrumentationScope) -> SpanData {
         attributes: r
             .attributes
             .into_pairs()
+            .into_iter()
             .map(|(k, v)| match v {
                 Value::Str(s) => KeyValue::new(k, s),
                 Value::Static(s) => KeyValue::new(k, s),

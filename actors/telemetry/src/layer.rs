@@ -61,10 +61,6 @@ impl SpanRecord {
         }
         .traceparent()
     }
-
-    fn set(&mut self, key: &'static str, value: Value) {
-        self.attributes.set(key, value);
-    }
 }
 
 /// Collects a span's fields into its record. `otel.kind` and
@@ -73,7 +69,9 @@ struct Fields<'a>(&'a mut SpanRecord);
 
 impl Visit for Fields<'_> {
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        self.0.set(field.name(), Value::Str(format!("{value:?}")));
+        self.0
+            .attributes
+            .set(field.name(), Value::Str(format!("{value:?}")));
     }
     fn record_str(&mut self, field: &Field, value: &str) {
         match field.name() {
@@ -87,22 +85,22 @@ impl Visit for Fields<'_> {
                 }
             }
             "otel.status_code" => self.0.error = value.eq_ignore_ascii_case("error"),
-            name => self.0.set(name, Value::Str(value.to_owned())),
+            name => self.0.attributes.set(name, Value::Str(value.to_owned())),
         }
     }
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.0.set(field.name(), Value::I64(value));
+        self.0.attributes.set(field.name(), Value::I64(value));
     }
     fn record_u64(&mut self, field: &Field, value: u64) {
         // OTLP integers are signed; larger values keep their digits as text.
         let v = i64::try_from(value).map_or_else(|_| Value::Str(value.to_string()), Value::I64);
-        self.0.set(field.name(), v);
+        self.0.attributes.set(field.name(), v);
     }
     fn record_f64(&mut self, field: &Field, value: f64) {
-        self.0.set(field.name(), Value::F64(value));
+        self.0.attributes.set(field.name(), Value::F64(value));
     }
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.0.set(field.name(), Value::Bool(value));
+        self.0.attributes.set(field.name(), Value::Bool(value));
     }
 }
 

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use parking_lot::Mutex;
+use prometheus_client::metrics::counter::Counter;
 
 use crate::Counters;
 use crate::layer::SpanRecord;
@@ -114,7 +115,8 @@ impl Buffers {
 #[derive(Debug, Clone)]
 pub(crate) struct Queue {
     buffers: Arc<Buffers>,
-    counters: Counters,
+    /// For spans of a thread that is exiting (its buffer is gone).
+    queue_full: Counter,
     closed: Arc<AtomicBool>,
 }
 
@@ -122,7 +124,7 @@ impl Queue {
     pub(crate) fn new(buffers: Arc<Buffers>, counters: &Counters, closed: Arc<AtomicBool>) -> Self {
         Self {
             buffers,
-            counters: counters.clone(),
+            queue_full: counters.dropped(QUEUE_FULL),
             closed,
         }
     }
@@ -133,7 +135,7 @@ impl Queue {
             return;
         }
         if !self.buffers.push(record) {
-            self.counters.dropped(QUEUE_FULL).inc();
+            self.queue_full.inc();
         }
     }
 }

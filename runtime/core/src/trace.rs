@@ -137,38 +137,27 @@ pub enum Attributes {
 }
 
 impl Attributes {
-    /// The attributes as key-value pairs.
-    pub fn into_pairs(self) -> impl Iterator<Item = (&'static str, AttrValue)> {
-        let (list, actor) = match self {
-            Attributes::List(v) => (Some(v.into_iter()), None),
-            Attributes::Actor { path, message_type } => (
-                None,
-                Some([
-                    ("actor.path", path),
-                    ("message_type", AttrValue::Static(message_type)),
-                    ("remote", AttrValue::Bool(false)),
-                ]),
-            ),
-        };
-        list.into_iter()
-            .flatten()
-            .chain(actor.into_iter().flatten())
+    /// The attributes as key-value pairs (allocates only for `Actor`, off the request path).
+    pub fn into_pairs(self) -> Vec<(&'static str, AttrValue)> {
+        match self {
+            Attributes::List(list) => list,
+            Attributes::Actor { path, message_type } => vec![
+                ("actor.path", path),
+                ("message_type", AttrValue::Static(message_type)),
+                ("remote", AttrValue::Bool(false)),
+            ],
+        }
     }
 
     /// Sets `key` to `value`, replacing an earlier value of the same key.
     pub fn set(&mut self, key: &'static str, value: AttrValue) {
-        if let Attributes::Actor { .. } = self {
-            let pairs = std::mem::replace(self, Attributes::List(Vec::new()))
-                .into_pairs()
-                .collect();
-            *self = Attributes::List(pairs);
+        let taken = std::mem::replace(self, Attributes::List(Vec::new()));
+        let mut list = taken.into_pairs();
+        match list.iter_mut().find(|(k, _)| *k == key) {
+            Some(slot) => slot.1 = value,
+            None => list.push((key, value)),
         }
-        if let Attributes::List(list) = self {
-            match list.iter_mut().find(|(k, _)| *k == key) {
-                Some(slot) => slot.1 = value,
-                None => list.push((key, value)),
-            }
-        }
+        *self = Attributes::List(list);
     }
 }
 
