@@ -4,6 +4,7 @@ use std::time::Instant;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::Method;
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -11,17 +12,18 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 
-use abi_runtime::trace::{AttrValue, Attributes, EntrySpan, SpanIds, SpanKind};
+use abi_runtime::trace::{Attributes, EntrySpan, SpanIds, SpanKind};
 
 use crate::GatewayState;
 
-/// Labels of a finished request.
+/// Labels of a finished request. Static text: the label sets are looked up on every
+/// request, and building them must not allocate.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
-    /// HTTP method.
-    pub method: String,
+    /// HTTP method (`_OTHER` for a non-standard one: bounded cardinality).
+    pub method: &'static str,
     /// The matched route pattern (never the raw path: bounded cardinality).
-    pub route: String,
+    pub route: &'static str,
     /// Status code.
     pub status: u16,
 }
@@ -30,7 +32,58 @@ pub struct RequestLabels {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabels {
     /// The matched route pattern.
-    pub route: String,
+    pub route: &'static str,
+}
+
+/// A standard method's name; `_OTHER` for the rest (OpenTelemetry's convention).
+fn method_name(m: &Method) -> &'static str {
+    match *m {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "_OTHER",
+    }
+}
+
+/// The one static copy of a route pattern. Patterns are the gateway's own routes (plus
+/// `unmatched`), a bounded set, so each is leaked once; a per-thread map finds it without
+/// sharing a lock between the workers.
+fn route_name(pattern: Option<String>) -> &'static str {
+    use std::cell::RefCell;
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+    thread_local! {
+        static SEEN: RefCell<rustc_hash::FxHashMap<String, &'static str>> = RefCell::default();
+    }
+    static ALL: Mutex<Option<HashSet<&'static str>>> = Mutex::new(None);
+    let Some(pattern) = pattern else {
+        return "unmatched";
+    };
+    SEEN.with(|seen| {
+        if let Some(name) = seen.borrow().get(&pattern) {
+            return *name;
+        }
+        let name = {
+            let mut all = ALL.lock().unwrap_or_else(|e| e.into_inner());
+            let all = all.get_or_insert_with(HashSet::new);
+            match all.get(pattern.as_str()) {
+                Some(name) => *name,
+                None => {
+                    let name: &'static str = Box::leak(pattern.clone().into_boxed_str());
+                    all.insert(name);
+                    name
+                }
+            }
+        };
+        seen.borrow_mut().insert(pattern, name);
+        name
+    })
 }
 
 /// The gateway's HTTP metric families (registered once per process).
@@ -99,7 +152,7 @@ pub async fn record(
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let start = Instant::now();
-    let method = req.method().to_string();
+    let method = method_name(req.method());
     let state = req
         .app_data::<actix_web::web::Data<GatewayState>>()
         .cloned();
@@ -112,14 +165,9 @@ pub async fn record(
         Some((ids, _)) => abi_runtime::trace::in_entry(ids, next.call(req)).await?,
         None => next.call(req).await?,
     };
-    let route = res
-        .request()
-        .match_pattern()
-        .unwrap_or_else(|| "unmatched".to_string());
+    let route = route_name(res.request().match_pattern());
     let status = res.status();
     let elapsed = start.elapsed();
-    // The span's copies, made only for a traced request.
-    let span_labels = traced.map(|(ids, started)| (ids, started, method.clone(), route.clone()));
     if let Some(state) = state {
         let m = &state.http_metrics;
         state
@@ -128,7 +176,7 @@ pub async fn record(
         m.requests
             .get_or_create(&RequestLabels {
                 method,
-                route: route.clone(),
+                route,
                 status: status.as_u16(),
             })
             .inc();
@@ -136,7 +184,7 @@ pub async fn record(
             .get_or_create(&RouteLabels { route })
             .observe(elapsed.as_secs_f64());
     }
-    if let Some((ids, started, method, route)) = span_labels {
+    if let Some((ids, started)) = traced {
         if let Ok(v) = HeaderValue::from_bytes(&ids.traceparent_bytes()) {
             res.headers_mut().insert(TRACEPARENT, v);
         }
@@ -147,14 +195,11 @@ pub async fn record(
             start: started,
             end: abi_runtime::trace::now(),
             error: status.is_server_error(),
-            attributes: Attributes::List(vec![
-                ("http.request.method", AttrValue::Str(method)),
-                ("http.route", AttrValue::Str(route)),
-                (
-                    "http.response.status_code",
-                    AttrValue::I64(i64::from(status.as_u16())),
-                ),
-            ]),
+            attributes: Attributes::Http {
+                method,
+                route,
+                status: status.as_u16(),
+            },
         });
     }
     Ok(res)

@@ -51,6 +51,7 @@
 //! ```
 
 pub mod call;
+mod clock;
 mod deadline;
 pub mod error;
 pub mod events;

@@ -53,6 +53,7 @@ impl std::fmt::Debug for Node {
 impl Node {
     /// A node with the given identity and incarnation (its current life).
     pub fn new(id: NodeId, incarnation: u64) -> Self {
+        crate::clock::init();
         Self {
             inner: Arc::new(Inner {
                 id,
@@ -196,8 +197,7 @@ impl Node {
         req: R,
         timeout: Duration,
     ) -> Result<R::Reply, AskError> {
-        let started = Instant::now();
-        let deadline = started + timeout;
+        let deadline = crate::clock::deadline(timeout);
         // Telemetry off or no traced request: no span. Otherwise a message's
         // span is current while it is sent, so the handler runs inside it
         // (ractor propagates it) and a remote envelope carries its traceparent.
@@ -241,7 +241,11 @@ impl Node {
             // One ask in STATS_SAMPLE is timed: a clock read and a histogram update
             // on every ask would cost as much as the rest of the ask path.
             let timed = stats.messages.inc().is_multiple_of(STATS_SAMPLE);
-            Ok(Routed::Queued(rx, timed.then(|| stats.clone()), span))
+            Ok(Routed::Queued(
+                rx,
+                timed.then(|| (stats.clone(), Instant::now())),
+                span,
+            ))
         })?;
         let (rx, stats, span) = match routed {
             Routed::Direct(fut, span) => {
@@ -260,10 +264,8 @@ impl Node {
         self.inner.reaper.register(deadline, rx.expiry());
         let result = match rx.await {
             Ok(reply) => {
-                if let Some(stats) = stats {
-                    stats
-                        .request_duration
-                        .observe(started.elapsed().as_secs_f64());
+                if let Some((stats, sent)) = stats {
+                    stats.request_duration.observe(sent.elapsed().as_secs_f64());
                 }
                 Ok(reply)
             }
@@ -408,11 +410,12 @@ enum Routed<T> {
         futures::future::BoxFuture<'static, T>,
         Option<crate::trace::ChildSpan>,
     ),
-    /// Queued in the mailbox; the reply comes in the slot (with the stats to time it, when
-    /// this ask is sampled, and the message's span, when it is traced).
+    /// Queued in the mailbox; the reply comes in the slot (with the stats to time it and
+    /// when it was queued, when this ask is sampled, and the message's span, when it is
+    /// traced).
     Queued(
         crate::reply::Receiver<T>,
-        Option<crate::metrics::ActorStats>,
+        Option<(crate::metrics::ActorStats, Instant)>,
         Option<tracing::Span>,
     ),
 }

@@ -134,10 +134,21 @@ pub enum Attributes {
         /// `message_type`.
         message_type: &'static str,
     },
+    /// A server's request: `http.request.method`, `http.route` and
+    /// `http.response.status_code`, kept without a vector (one per request).
+    Http {
+        /// The method, or `_OTHER` for a non-standard one (OpenTelemetry's convention).
+        method: &'static str,
+        /// The matched route pattern.
+        route: &'static str,
+        /// The response status.
+        status: u16,
+    },
 }
 
 impl Attributes {
-    /// The attributes as key-value pairs (allocates only for `Actor`, off the request path).
+    /// The attributes as key-value pairs (allocates only for `Actor` and `Http`, off the
+    /// request path).
     pub fn into_pairs(self) -> Vec<(&'static str, AttrValue)> {
         match self {
             Attributes::List(list) => list,
@@ -145,6 +156,18 @@ impl Attributes {
                 ("actor.path", path),
                 ("message_type", AttrValue::Static(message_type)),
                 ("remote", AttrValue::Bool(false)),
+            ],
+            Attributes::Http {
+                method,
+                route,
+                status,
+            } => vec![
+                ("http.request.method", AttrValue::Static(method)),
+                ("http.route", AttrValue::Static(route)),
+                (
+                    "http.response.status_code",
+                    AttrValue::I64(i64::from(status)),
+                ),
             ],
         }
     }
