@@ -685,8 +685,21 @@ async fn delete_collection(
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[schema(example = json!({"points": [{"id": 1, "vector": [0.1, 0.2, 0.3, 0.4], "payload": {"tag": "a"}}]}))]
 struct UpsertBody {
-    points: Option<Vec<Value>>,
+    points: Option<Vec<PointBody>>,
     batch: Option<Value>,
+}
+
+/// One point of an upsert in the list form: typed, so that its vector is read straight
+/// into floats ([`text_vectors::VectorArg`]) rather than through a JSON value.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+struct PointBody {
+    /// An unsigned integer or a UUID.
+    #[schema(value_type = Value)]
+    id: Value,
+    /// Numbers, or a text to embed (collections with `embed_with`).
+    #[schema(value_type = Option<Value>)]
+    vector: Option<text_vectors::VectorArg>,
+    payload: Option<Value>,
 }
 
 /// Points with their vectors still to resolve (texts are embedded by the caller).
@@ -695,19 +708,16 @@ fn upsert_points(b: UpsertBody) -> Result<Vec<(PointInput, VectorOrText)>, ApiEr
         (Some(points), None) => {
             too_many("points", points.len())?;
             points
-                .iter()
+                .into_iter()
                 .map(|p| {
-                    let o = p
-                        .as_object()
-                        .ok_or_else(|| bad("each point must be an object"))?;
-                    let v = text_vectors::parse(
-                        o.get("vector").ok_or_else(|| bad("point without vector"))?,
+                    let v = text_vectors::parse_arg(
+                        p.vector.ok_or_else(|| bad("point without vector"))?,
                     )?;
                     Ok((
                         PointInput {
-                            id: point_id(o.get("id").ok_or_else(|| bad("point without id"))?)?,
+                            id: point_id(&p.id)?,
                             vector: Vec::new(),
-                            payload_json: payload_text(o.get("payload"))?,
+                            payload_json: payload_text(p.payload.as_ref())?,
                         },
                         v,
                     ))
@@ -946,7 +956,8 @@ async fn get_point(
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[schema(example = json!({"vector": [0.1, 0.2, 0.3, 0.4], "limit": 3, "with_payload": true}))]
 struct SearchBody {
-    vector: Option<Value>,
+    #[schema(value_type = Option<Value>)]
+    vector: Option<text_vectors::VectorArg>,
     query: Option<Value>,
     filter: Option<Value>,
     params: Option<Value>,
@@ -981,8 +992,8 @@ fn parse_search(
     if b.using.as_ref().is_some_and(|u| !u.is_null()) {
         return Err(bad("named vectors (`using`) are not supported"));
     }
-    let raw = if is_query {
-        match &b.query {
+    let pending = if is_query {
+        let raw = match &b.query {
             Some(Value::Object(o)) if o.contains_key("nearest") => &o["nearest"],
             Some(v @ (Value::Array(_) | Value::String(_))) => v,
             Some(v @ Value::Object(o)) if o.contains_key("text") => v,
@@ -992,13 +1003,11 @@ fn parse_search(
                 )));
             }
             None => return Err(bad("query without `query` vector is not supported")),
-        }
+        };
+        text_vectors::parse(raw)?
     } else {
-        b.vector
-            .as_ref()
-            .ok_or_else(|| bad("`vector` is required"))?
+        text_vectors::parse_arg(b.vector.ok_or_else(|| bad("`vector` is required"))?)?
     };
-    let pending = text_vectors::parse(raw)?;
     let limit = b.limit.or(b.top).unwrap_or(10);
     if limit > MAX_LIMIT {
         return Err(bad(format!("limit {limit} exceeds {MAX_LIMIT}")));

@@ -10,6 +10,7 @@ use abi_protocol::paths;
 use abi_protocol::vector::GetCollection;
 use abi_runtime::AskError;
 use actix_web::http::StatusCode;
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
 use crate::{ApiError, GatewayState};
@@ -74,6 +75,84 @@ pub fn parse(v: &Value) -> Result<VectorOrText, ApiError> {
         _ => Err(bad(
             "vector must be an array of numbers, a text, or {\"text\": ...}",
         )),
+    }
+}
+
+/// A request's `vector` field as sent. Numbers are read straight into floats: through a
+/// JSON value, a 768-dimension query would first become 768 boxed numbers. Any other shape
+/// is kept as JSON for [`parse_arg`] to accept (text) or explain.
+#[derive(Debug)]
+pub enum VectorArg {
+    /// An array of numbers.
+    Numbers(Vec<f32>),
+    /// Anything else.
+    Other(Value),
+}
+
+impl<'de> serde::Deserialize<'de> for VectorArg {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Arg;
+        impl<'de> Visitor<'de> for Arg {
+            type Value = VectorArg;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an array of numbers, a text, or {\"text\": ...}")
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<VectorArg, A::Error> {
+                let mut v = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(65_536));
+                loop {
+                    match seq.next_element::<f32>() {
+                        Ok(Some(x)) => v.push(x),
+                        Ok(None) => return Ok(VectorArg::Numbers(v)),
+                        Err(_) => return Err(de::Error::custom("vector values must be numbers")),
+                    }
+                }
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<VectorArg, A::Error> {
+                let v =
+                    serde::Deserialize::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                Ok(VectorArg::Other(v))
+            }
+
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<VectorArg, E> {
+                Ok(VectorArg::Other(Value::String(s.to_string())))
+            }
+
+            fn visit_string<E: de::Error>(self, s: String) -> Result<VectorArg, E> {
+                Ok(VectorArg::Other(Value::String(s)))
+            }
+
+            fn visit_bool<E: de::Error>(self, b: bool) -> Result<VectorArg, E> {
+                Ok(VectorArg::Other(Value::Bool(b)))
+            }
+
+            fn visit_i64<E: de::Error>(self, n: i64) -> Result<VectorArg, E> {
+                Ok(VectorArg::Other(Value::from(n)))
+            }
+
+            fn visit_u64<E: de::Error>(self, n: u64) -> Result<VectorArg, E> {
+                Ok(VectorArg::Other(Value::from(n)))
+            }
+
+            fn visit_f64<E: de::Error>(self, n: f64) -> Result<VectorArg, E> {
+                Ok(VectorArg::Other(Value::from(n)))
+            }
+
+            fn visit_unit<E: de::Error>(self) -> Result<VectorArg, E> {
+                Ok(VectorArg::Other(Value::Null))
+            }
+        }
+        d.deserialize_any(Arg)
+    }
+}
+
+/// [`parse`] of a [`VectorArg`].
+pub fn parse_arg(v: VectorArg) -> Result<VectorOrText, ApiError> {
+    match v {
+        VectorArg::Numbers(v) => Ok(VectorOrText::Vector(v)),
+        VectorArg::Other(v) => parse(&v),
     }
 }
 
