@@ -157,22 +157,45 @@ struct Compiled {
     access: Access,
 }
 
-fn table() -> &'static [Compiled] {
-    static TABLE: std::sync::OnceLock<Vec<Compiled>> = std::sync::OnceLock::new();
+/// [`ROUTES`] compiled, grouped by method and first path segment: a request is
+/// compared with the few patterns that can match it, not the whole table.
+struct Table {
+    /// Method, then first segment.
+    by_start:
+        rustc_hash::FxHashMap<&'static str, rustc_hash::FxHashMap<&'static str, Vec<Compiled>>>,
+    /// Patterns of a method whose first segment is a parameter (none today).
+    by_method: rustc_hash::FxHashMap<&'static str, Vec<Compiled>>,
+}
+
+fn table() -> &'static Table {
+    static TABLE: std::sync::OnceLock<Table> = std::sync::OnceLock::new();
     TABLE.get_or_init(|| {
-        ROUTES
-            .iter()
-            .map(|(method, pattern, access)| {
-                let segs: Vec<&'static str> = pattern.trim_end_matches('/').split('/').collect();
-                Compiled {
-                    method,
-                    tail: segs.iter().position(|p| p.ends_with(":.*}")),
-                    literal: segs.iter().filter(|s| !s.starts_with('{')).count(),
-                    segs,
-                    access: *access,
-                }
-            })
-            .collect()
+        let mut t = Table {
+            by_start: Default::default(),
+            by_method: Default::default(),
+        };
+        for (method, pattern, access) in ROUTES {
+            let segs: Vec<&'static str> = pattern.trim_end_matches('/').split('/').collect();
+            let first = segs.get(1).copied().unwrap_or("");
+            let c = Compiled {
+                method,
+                tail: segs.iter().position(|p| p.ends_with(":.*}")),
+                literal: segs.iter().filter(|s| !s.starts_with('{')).count(),
+                segs,
+                access: *access,
+            };
+            if first.starts_with('{') {
+                t.by_method.entry(method).or_default().push(c);
+            } else {
+                t.by_start
+                    .entry(method)
+                    .or_default()
+                    .entry(first)
+                    .or_default()
+                    .push(c);
+            }
+        }
+        t
     })
 }
 
@@ -203,11 +226,18 @@ pub fn required(method: &Method, path: &str) -> Access {
     let segs: Vec<&str> = path.trim_end_matches('/').split('/').collect();
     // Exact-literal patterns win over parameterised ones (e.g. `points/search` vs `points/{id}`).
     let mut best: Option<(usize, Access)> = None;
-    for c in table() {
-        if c.method == method.as_str()
-            && c.matches(&segs)
-            && best.is_none_or(|(b, _)| c.literal > b)
-        {
+    let t = table();
+    let m = method.as_str();
+    let first = segs.get(1).copied().unwrap_or("");
+    let candidates = t
+        .by_start
+        .get(m)
+        .and_then(|starts| starts.get(first))
+        .into_iter()
+        .chain(t.by_method.get(m))
+        .flatten();
+    for c in candidates {
+        if c.method == m && c.matches(&segs) && best.is_none_or(|(b, _)| c.literal > b) {
             best = Some((c.literal, c.access));
         }
     }
