@@ -150,6 +150,12 @@ fn hit_order(a: &(PointId, f32), b: &(PointId, f32)) -> std::cmp::Ordering {
     a.1.total_cmp(&b.1).then(a.0.cmp(&b.0))
 }
 
+thread_local! {
+    /// A small shard's scan distances, kept for the thread's next scan: a search then
+    /// allocates and zeroes no buffer of its own.
+    static SCAN_DISTANCES: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// The few best hits so far, sorted; most candidates are rejected by one float comparison
 /// with the worst kept (ties and NaN take the full order).
 struct TopK {
@@ -725,9 +731,19 @@ impl Shard {
     ) -> Vec<(PointId, f32)> {
         if filter.is_none() && self.small(st) {
             let copy = self.scan_copy(st);
-            let mut dists = vec![0f32; copy.ids.len()];
-            self.dist.index_distances(v, &copy.vectors, &mut dists);
-            return best_of_scan(&copy.ids, &dists, want);
+            return SCAN_DISTANCES.with(|buf| {
+                let scan = |dists: &mut Vec<f32>| {
+                    // Every element is overwritten by the kernel: a reused buffer of the
+                    // same length needs no zeroing.
+                    dists.resize(copy.ids.len(), 0.0);
+                    self.dist.index_distances(v, &copy.vectors, dists);
+                    best_of_scan(&copy.ids, dists, want)
+                };
+                match buf.try_borrow_mut() {
+                    Ok(mut dists) => scan(&mut dists),
+                    Err(_) => scan(&mut Vec::new()),
+                }
+            });
         }
         let candidates = st
             .points
