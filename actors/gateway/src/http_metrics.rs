@@ -57,11 +57,11 @@ fn method_name(m: &Method) -> &'static str {
 fn route_name(pattern: Option<String>) -> &'static str {
     use std::cell::RefCell;
     use std::collections::HashSet;
-    use std::sync::Mutex;
+    use std::sync::{LazyLock, Mutex};
     thread_local! {
         static SEEN: RefCell<rustc_hash::FxHashMap<String, &'static str>> = RefCell::default();
     }
-    static ALL: Mutex<Option<HashSet<&'static str>>> = Mutex::new(None);
+    static ALL: LazyLock<Mutex<HashSet<&'static str>>> = LazyLock::new(Mutex::default);
     let Some(pattern) = pattern else {
         return "unmatched";
     };
@@ -71,7 +71,6 @@ fn route_name(pattern: Option<String>) -> &'static str {
         }
         let name = {
             let mut all = ALL.lock().unwrap_or_else(|e| e.into_inner());
-            let all = all.get_or_insert_with(HashSet::new);
             match all.get(pattern.as_str()) {
                 Some(name) => *name,
                 None => {

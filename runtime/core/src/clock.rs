@@ -3,7 +3,7 @@
 //! Every ask computes a deadline, and `Instant::now` (a full `clock_gettime`) costs
 //! about 30 ns in a VM, a twentieth of a local ask. Long timeouts do not need that
 //! precision: they are computed from the kernel's coarse monotonic clock (7 ns, one
-//! scheduler tick of resolution), rounded up by a tick so they never fire early.
+//! scheduler tick of resolution), rounded up by two ticks so they never fire early.
 //! Short timeouts, where a tick would be a large error, keep the precise clock.
 
 use std::sync::OnceLock;
@@ -70,7 +70,12 @@ pub(crate) fn init() {
 /// The instant `timeout` from now, never earlier; at most a tick or two later for
 /// timeouts of [`COARSE_FROM`] and more.
 pub(crate) fn deadline(timeout: Duration) -> Instant {
-    let Some(a) = anchor().filter(|_| timeout >= COARSE_FROM) else {
+    let coarse = if timeout >= COARSE_FROM {
+        anchor()
+    } else {
+        None
+    };
+    let Some(a) = coarse else {
         return Instant::now() + timeout;
     };
     let since = coarsetime::Instant::now().duration_since(a.coarse);

@@ -146,9 +146,8 @@ pub const ROUTES: &[(&str, &str, Access)] = &[
 ];
 
 /// A [`ROUTES`] entry split into segments once, so that the per-request
-/// lookup allocates nothing per pattern.
+/// lookup allocates nothing per pattern (its method is the table's key).
 struct Compiled {
-    method: &'static str,
     segs: Vec<&'static str>,
     /// Index of the `{x:.*}` segment, if any.
     tail: Option<usize>,
@@ -178,7 +177,6 @@ fn table() -> &'static Table {
             let segs: Vec<&'static str> = pattern.trim_end_matches('/').split('/').collect();
             let first = segs.get(1).copied().unwrap_or("");
             let c = Compiled {
-                method,
                 tail: segs.iter().position(|p| p.ends_with(":.*}")),
                 literal: segs.iter().filter(|s| !s.starts_with('{')).count(),
                 segs,
@@ -237,7 +235,7 @@ pub fn required(method: &Method, path: &str) -> Access {
         .chain(t.by_method.get(m))
         .flatten();
     for c in candidates {
-        if c.method == m && c.matches(&segs) && best.is_none_or(|(b, _)| c.literal > b) {
+        if c.matches(&segs) && best.is_none_or(|(b, _)| c.literal > b) {
             best = Some((c.literal, c.access));
         }
     }
