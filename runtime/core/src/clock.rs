@@ -28,8 +28,7 @@ fn anchor() -> Option<&'static Anchor> {
     ANCHOR
         .get_or_init(|| {
             // Wait for a tick: the coarse reading is then fresh, so the offset between
-            // the two clocks is known to within the loop's few ns (a preemption here
-            // only makes deadlines later).
+            // the two clocks is known to within `EDGE_WINDOW`.
             let (precise, coarse) = next_tick(coarsetime::Instant::now())?;
             // The tick length, between two edges. A tick is what the coarse reading lags
             // at most; doubling it also covers the anchor's own error.
@@ -45,19 +44,30 @@ fn anchor() -> Option<&'static Anchor> {
         .as_ref()
 }
 
+/// How closely an edge of the coarse clock must be bracketed by precise readings to
+/// anchor on it.
+const EDGE_WINDOW: Duration = Duration::from_micros(50);
+
 /// Spins until the coarse clock moves past `from` (at most 50 ms); returns the precise
-/// time read right after and the coarse clock's new reading.
-fn next_tick(from: coarsetime::Instant) -> Option<(Instant, coarsetime::Instant)> {
+/// time read right after and the coarse clock's new reading. An edge seen only after a
+/// gap (the thread was preempted across it) is skipped, since its precise time is
+/// unknown; the next edge is used instead.
+fn next_tick(mut from: coarsetime::Instant) -> Option<(Instant, coarsetime::Instant)> {
     let give_up = Instant::now() + Duration::from_millis(50);
+    let mut seen_old = Instant::now();
     loop {
         let coarse = coarsetime::Instant::now();
         let precise = Instant::now();
         if coarse != from {
-            return Some((precise, coarse));
+            if precise.duration_since(seen_old) <= EDGE_WINDOW {
+                return Some((precise, coarse));
+            }
+            from = coarse;
         }
         if precise > give_up {
             return None;
         }
+        seen_old = precise;
         std::hint::spin_loop();
     }
 }
