@@ -5,6 +5,8 @@
 #   off        no otlp_endpoint (no spans at all)
 #   dead       --otlp-endpoint to a port nothing listens on (every span made,
 #              queued, exported and failed: drops counted)
+#   sink       --otlp-endpoint to scripts/otlp-sink.py, a receiver that takes every
+#              export and discards it (every span made, encoded and sent)
 #   phoenix    --otlp-endpoint to a running Arize Phoenix (.venv-phoenix), if installed
 #   MODE@R     the same with --sampling-ratio R (e.g. MODES="off dead dead@0.1 phoenix@0.01")
 # Modes are interleaved per round (ROUNDS, default 3); medians are printed,
@@ -25,14 +27,17 @@ PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
 trap cleanup EXIT
 
-DEFAULT_MODES="off dead dead@0.1"
+SINK_PORT=$(free_port)
+python3 scripts/otlp-sink.py "$SINK_PORT" >"$WORK/sink.log" 2>&1 &
+PIDS+=($!)
+DEFAULT_MODES="off dead sink sink@0.1"
 if [ -x .venv-phoenix/bin/phoenix ]; then
     PHX_PORT=$(free_port)
     PHOENIX_WORKING_DIR="$WORK/phoenix" PHOENIX_PORT=$PHX_PORT PHOENIX_HOST=127.0.0.1 \
         PHOENIX_GRPC_PORT=$(free_port) .venv-phoenix/bin/phoenix serve >"$WORK/phoenix.log" 2>&1 &
     PIDS+=($!)
     for _ in $(seq 1 120); do curl -sf "http://127.0.0.1:$PHX_PORT/healthz" >/dev/null && break; sleep 1; done
-    DEFAULT_MODES="off dead phoenix phoenix@0.1"
+    DEFAULT_MODES="off dead sink phoenix phoenix@0.1"
 fi
 MODES="${MODES:-$DEFAULT_MODES}"
 DEAD_PORT=$(free_port)
@@ -48,6 +53,7 @@ start_node() { # mode[@ratio] -> sets NODE_PID, URL
     local extra=()
     case $mode in
         dead) extra=(--otlp-endpoint "http://127.0.0.1:$DEAD_PORT/v1/traces") ;;
+        sink) extra=(--otlp-endpoint "http://127.0.0.1:$SINK_PORT/v1/traces") ;;
         phoenix) extra=(--otlp-endpoint "http://127.0.0.1:$PHX_PORT/v1/traces") ;;
     esac
     [[ $1 == *@* ]] && extra+=(--sampling-ratio "${1#*@}")

@@ -12,23 +12,18 @@
 //! would only let the queue overflow later, and spans have no value once
 //! stale.
 
-use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use abi_runtime::{ChildSpec, StartError, Started};
-use opentelemetry::trace::{
-    SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState,
-};
-use opentelemetry::{InstrumentationScope, KeyValue};
-use opentelemetry_otlp::{Protocol, WithExportConfig as _};
-use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanExporter as _, SpanLinks};
+use bytes::Bytes;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
-use crate::layer::{Kind, SpanRecord};
+use crate::client::Client;
+use crate::layer::SpanRecord;
+use crate::otlp::Encoder;
 use crate::queue::QUEUE_FULL;
 use crate::{Shared, TelemetryError};
-use abi_runtime::trace::AttrValue as Value;
 
 /// How often the flusher looks at the queue: the default queue (2,048 spans)
 /// does not fill between looks below about 200 k spans/s.
@@ -54,9 +49,9 @@ pub(crate) struct Flusher;
 /// Live state of the flusher.
 pub(crate) struct FlusherState {
     shared: Arc<Shared>,
-    exporter: opentelemetry_otlp::SpanExporter,
+    client: Client,
+    encoder: Encoder,
     failing: bool,
-    scope: InstrumentationScope,
     /// The spans taken from the queue, and when the first of them was taken.
     batch: Vec<SpanRecord>,
     since: Option<Instant>,
@@ -73,83 +68,28 @@ impl std::fmt::Debug for FlusherState {
     }
 }
 
-fn build_exporter(shared: &Shared) -> Result<opentelemetry_otlp::SpanExporter, TelemetryError> {
-    let mut exporter = opentelemetry_otlp::SpanExporter::builder()
-        .with_http()
-        .with_protocol(Protocol::HttpBinary)
-        .with_endpoint(shared.cfg.otlp_endpoint.clone())
-        .with_timeout(shared.cfg.export_timeout)
-        .build()
-        .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
-    exporter.set_resource(&shared.resource);
-    Ok(exporter)
-}
-
-/// The SDK span of `r`, as the OTLP exporter takes it.
-fn span_data(r: SpanRecord, scope: &InstrumentationScope) -> SpanData {
-    SpanData {
-        span_context: SpanContext::new(
-            TraceId::from(r.trace_id),
-            SpanId::from(r.span_id),
-            TraceFlags::SAMPLED,
-            false,
-            TraceState::default(),
-        ),
-        parent_span_id: SpanId::from(r.parent_span_id),
-        parent_span_is_remote: r.parent_remote,
-        span_kind: match r.kind {
-            Kind::Internal => SpanKind::Internal,
-            Kind::Server => SpanKind::Server,
-            Kind::Client => SpanKind::Client,
-            Kind::Producer => SpanKind::Producer,
-            Kind::Consumer => SpanKind::Consumer,
-        },
-        name: Cow::Borrowed(r.name),
-        start_time: r.start,
-        end_time: r.end,
-        attributes: r
-            .attributes
-            .into_pairs()
-            .into_iter()
-            .map(|(k, v)| match v {
-                Value::Str(s) => KeyValue::new(k, s),
-                Value::Static(s) => KeyValue::new(k, s),
-                Value::Shared(s) => KeyValue::new(k, s.to_string()),
-                Value::I64(i) => KeyValue::new(k, i),
-                Value::F64(f) => KeyValue::new(k, f),
-                Value::Bool(b) => KeyValue::new(k, b),
-            })
-            .collect(),
-        dropped_attributes_count: 0,
-        events: SpanEvents::default(),
-        links: SpanLinks::default(),
-        status: if r.error {
-            Status::error("")
-        } else {
-            Status::Unset
-        },
-        instrumentation_scope: scope.clone(),
-    }
-}
-
 impl FlusherState {
     /// Exports the oldest `max_batch` spans of the batch.
     async fn export(&mut self) {
         let n = self.batch.len().min(self.shared.cfg.max_batch);
-        let batch: Vec<SpanData> = self
-            .batch
-            .drain(..n)
-            .map(|r| span_data(r, &self.scope))
-            .collect();
+        // While the receiver is down, see that it is back before encoding a batch.
+        let reachable = if self.failing {
+            self.client.connect().await
+        } else {
+            Ok(())
+        };
+        let body = reachable.map(|()| {
+            let mut body = Vec::new();
+            self.encoder.encode(&self.batch[..n], &mut body);
+            body
+        });
+        self.batch.drain(..n);
         self.since = (!self.batch.is_empty()).then(Instant::now);
         self.shared.counters.queued.set(self.batch.len() as i64);
-        let n = batch.len() as u64;
-        // The exporter bounds itself with `export_timeout`; the outer limit
-        // guards against a client that ignores it.
-        let limit = self.shared.cfg.export_timeout + Duration::from_secs(1);
-        let result = match tokio::time::timeout(limit, self.exporter.export(batch)).await {
-            Ok(r) => r.map_err(|e| e.to_string()),
-            Err(_) => Err(format!("no answer within {limit:?}")),
+        let n = n as u64;
+        let result = match body {
+            Ok(body) => self.client.post(Bytes::from(body)).await,
+            Err(e) => Err(e),
         };
         match result {
             Ok(()) => {
@@ -203,12 +143,14 @@ impl Actor for Flusher {
         _myself: ActorRef<Self::Msg>,
         shared: Arc<Shared>,
     ) -> Result<Self::State, ActorProcessingErr> {
-        let exporter = build_exporter(&shared)?;
+        let client = Client::new(&shared.cfg.otlp_endpoint, shared.cfg.export_timeout)
+            .map_err(TelemetryError::Exporter)?;
+        let encoder = Encoder::new(&shared.resource, "abi", env!("CARGO_PKG_VERSION"));
         Ok(FlusherState {
             shared,
-            exporter,
+            client,
+            encoder,
             failing: false,
-            scope: InstrumentationScope::builder("abi").build(),
             batch: Vec::new(),
             since: None,
             spare: Vec::new(),

@@ -10,10 +10,11 @@
 //!   and counted. Nothing on a request path waits for the exporter, wakes
 //!   another thread or writes memory that other request threads write.
 //! - The queue is drained by the **flusher** ([`flusher`]), a supervised actor
-//!   child of the node (`telemetry`), which batches spans, turns them into
-//!   OpenTelemetry SDK spans and exports them with `opentelemetry-otlp`.
+//!   child of the node (`telemetry`), which batches spans, writes them as an
+//!   OTLP protobuf request ([`otlp`], straight from the records) and POSTs it
+//!   over one kept-alive HTTP/1.1 connection it drives itself ([`client`]).
 //!   When the receiver is down the batch is dropped and counted too; the
-//!   flusher never retries beyond the exporter's own timeout, so a dead
+//!   flusher never retries beyond one export timeout, so a dead
 //!   receiver costs at most one export timeout per batch, on the flusher only.
 //! - [`Telemetry::install_propagation`] plugs W3C `traceparent` handling into
 //!   the runtime's trace seam ([`abi_runtime::trace`]), used by `Node::ask`,
@@ -24,8 +25,10 @@
 //! `abi_telemetry_spans_dropped_total{reason}`) go into the node's registry
 //! with [`Telemetry::register_metrics`].
 
+mod client;
 pub mod flusher;
 pub mod layer;
+mod otlp;
 mod propagation;
 pub mod queue;
 
@@ -33,7 +36,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use opentelemetry_sdk::Resource;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -95,7 +97,7 @@ pub enum TelemetryError {
     /// `queue_size` or `max_batch` of zero.
     #[error("{0} must be at least 1")]
     Zero(&'static str),
-    /// The OTLP exporter refused its configuration.
+    /// The exporter's HTTP client refused the endpoint.
     #[error("cannot build the OTLP exporter: {0}")]
     Exporter(String),
 }
@@ -128,7 +130,8 @@ impl Counters {
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) cfg: TelemetryConfig,
-    pub(crate) resource: Resource,
+    /// Resource attributes of every export (`service.name`, ...).
+    pub(crate) resource: Vec<(String, String)>,
     pub(crate) counters: Counters,
     pub(crate) buffers: Arc<queue::Buffers>,
     /// Set by [`Telemetry::shutdown`]: spans closing later are not queued.
@@ -150,9 +153,10 @@ impl Telemetry {
     pub fn new(cfg: TelemetryConfig) -> Result<Self, TelemetryError> {
         validate(&cfg)?;
         let buffers = Arc::new(queue::Buffers::new(cfg.queue_size));
-        let resource = Resource::builder()
-            .with_service_name(cfg.service_name.clone())
-            .build();
+        let resource = resource(
+            &cfg.service_name,
+            std::env::var("OTEL_RESOURCE_ATTRIBUTES").ok(),
+        );
         Ok(Self {
             shared: Arc::new(Shared {
                 cfg,
@@ -266,6 +270,7 @@ fn validate(cfg: &TelemetryConfig) -> Result<(), TelemetryError> {
             "https is not supported by this build; use a local collector over http",
         ));
     }
+    client::Client::new(&cfg.otlp_endpoint, cfg.export_timeout).map_err(|e| bad(&e))?;
     if !(0.0..=1.0).contains(&cfg.sampling_ratio) {
         return Err(TelemetryError::BadSamplingRatio(cfg.sampling_ratio));
     }
@@ -278,9 +283,75 @@ fn validate(cfg: &TelemetryConfig) -> Result<(), TelemetryError> {
     Ok(())
 }
 
+/// The resource attributes of exports: those of `OTEL_RESOURCE_ATTRIBUTES`
+/// (`key=value` pairs, comma-separated, percent-encoded, as the OpenTelemetry
+/// SDKs read them), then `service.name` (the configured one wins) and the
+/// `telemetry.sdk.*` attributes.
+fn resource(service_name: &str, env: Option<String>) -> Vec<(String, String)> {
+    let mut attrs: Vec<(String, String)> = Vec::new();
+    let mut set = |k: &str, v: String| match attrs.iter_mut().find(|(key, _)| key == k) {
+        Some(slot) => slot.1 = v,
+        None => attrs.push((k.to_string(), v)),
+    };
+    for pair in env.as_deref().unwrap_or("").split(',') {
+        // Malformed pairs are skipped, as the SDKs do.
+        if let Some((k, v)) = pair.split_once('=')
+            && !k.trim().is_empty()
+        {
+            set(&percent_decode(k.trim()), percent_decode(v.trim()));
+        }
+    }
+    set("service.name", service_name.to_string());
+    set("telemetry.sdk.name", "abi".into());
+    set("telemetry.sdk.language", "rust".into());
+    set("telemetry.sdk.version", env!("CARGO_PKG_VERSION").into());
+    attrs
+}
+
+/// `%XX` escapes decoded; a malformed escape is kept as it is.
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        if b[i] == b'%'
+            && let (Some(h), Some(l)) = (
+                b.get(i + 1).copied().and_then(hex),
+                b.get(i + 2).copied().and_then(hex),
+            )
+        {
+            out.push((h * 16 + l) as u8);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn resource_reads_the_environment_and_the_configured_name_wins() {
+        let r = resource(
+            "abi-node",
+            Some(
+                "deployment.environment=prod%20eu, service.name=other,broken,team=ml%2Cinfra"
+                    .into(),
+            ),
+        );
+        let get = |k: &str| r.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("deployment.environment"), Some("prod eu"));
+        assert_eq!(get("team"), Some("ml,infra"));
+        assert_eq!(get("service.name"), Some("abi-node"));
+        assert_eq!(get("telemetry.sdk.language"), Some("rust"));
+        assert_eq!(r.iter().filter(|(k, _)| k == "service.name").count(), 1);
+        assert_eq!(resource("x", None).len(), 4);
+    }
 
     #[test]
     fn endpoints_are_checked() {

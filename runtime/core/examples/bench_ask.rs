@@ -252,6 +252,18 @@ async fn run() {
             .expect("raw sup");
         let raw = slot.lock().clone().expect("raw child");
 
+        // `ABI_BENCH_ONLY=ask|raw`: run one side alone (for a profiler), then stop.
+        if let Ok(only) = std::env::var("ABI_BENCH_ONLY") {
+            for _ in 0..rounds() {
+                let s = match only.as_str() {
+                    "raw" => bench_raw(&raw).await,
+                    _ => bench_ask(&node, &path).await,
+                };
+                report(&only, &s);
+            }
+            root.shutdown(Duration::from_secs(5)).await;
+            return;
+        }
         // Warm up, then alternate rounds so drift hits both equally.
         bench_raw(&raw).await;
         bench_ask(&node, &path).await;
