@@ -177,7 +177,11 @@ impl Client {
             .map_err(|e| failed(e.to_string()))?;
         // Small requests answered at once: no Nagle delay.
         stream.set_nodelay(true).map_err(|e| failed(e.to_string()))?;
-        hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        // Vectored writes: the body goes to the socket as it is, not copied into
+        // hyper's write buffer first (a batch is ~100 KB).
+        hyper::client::conn::http1::Builder::new()
+            .writev(true)
+            .handshake(TokioIo::new(stream))
             .await
             .map_err(|e| failed(e.to_string()))
     }
