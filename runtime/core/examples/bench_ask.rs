@@ -4,6 +4,8 @@
 //!
 //! Execute with: `cargo run --release -p abi-runtime --example bench_ask`
 //! (2 worker threads, like the anchors in shared/data/ANCHORS.md).
+//! `ABI_BENCH_ROUNDS=N` sets the rounds; `ABI_BENCH_ONLY=ask` (or `raw`) runs one
+//! side alone, round after round, for a profiler.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
