@@ -176,7 +176,9 @@ impl Client {
             .await
             .map_err(|e| failed(e.to_string()))?;
         // Small requests answered at once: no Nagle delay.
-        stream.set_nodelay(true).map_err(|e| failed(e.to_string()))?;
+        stream
+            .set_nodelay(true)
+            .map_err(|e| failed(e.to_string()))?;
         // Vectored writes: the body goes to the socket as it is, not copied into
         // hyper's write buffer first (a batch is ~100 KB).
         hyper::client::conn::http1::Builder::new()

@@ -51,7 +51,6 @@
 //! ```
 
 pub mod call;
-mod clock;
 mod deadline;
 pub mod error;
 pub mod events;

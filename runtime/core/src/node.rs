@@ -53,7 +53,6 @@ impl std::fmt::Debug for Node {
 impl Node {
     /// A node with the given identity and incarnation (its current life).
     pub fn new(id: NodeId, incarnation: u64) -> Self {
-        crate::clock::init();
         Self {
             inner: Arc::new(Inner {
                 id,
@@ -197,7 +196,7 @@ impl Node {
         req: R,
         timeout: Duration,
     ) -> Result<R::Reply, AskError> {
-        let deadline = crate::clock::deadline(timeout);
+        let deadline = deadline_in(timeout);
         // Telemetry off or no traced request: no span. Otherwise a message's
         // span is current while it is sent, so the handler runs inside it
         // (ractor propagates it) and a remote envelope carries its traceparent.
@@ -403,6 +402,13 @@ fn wait_direct<T: Send + 'static>(
     })
 }
 
+/// The instant `timeout` from now; a timeout longer than the clock can hold waits a century.
+fn deadline_in(timeout: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(timeout)
+        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 86_400))
+}
+
 /// How a local ask was delivered.
 enum Routed<T> {
     /// Answered by the actor's direct read, in the caller's task (in its span, when traced).
@@ -418,4 +424,20 @@ enum Routed<T> {
         Option<(crate::metrics::ActorStats, Instant)>,
         Option<tracing::Span>,
     ),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deadlines_are_never_early_and_any_timeout_is_taken() {
+        let before = Instant::now();
+        let d = deadline_in(Duration::from_millis(250));
+        assert!(d >= before + Duration::from_millis(250));
+        assert!(d <= Instant::now() + Duration::from_millis(250));
+        // A caller's "forever" (e.g. u64::MAX ms from a request) must not overflow the clock.
+        let far = deadline_in(Duration::MAX);
+        assert!(far > before + Duration::from_secs(50 * 365 * 86_400));
+    }
 }
