@@ -51,7 +51,6 @@ type Conn = Connection<TokioIo<TcpStream>, Full<Bytes>>;
 
 /// A receiver's URL and the open connection to it, if any.
 pub(crate) struct Client {
-    uri: Uri,
     /// The request target: the URL's path and query (origin form, as servers expect).
     target: Uri,
     /// `host:port`, to connect to and for the `Host` header.
@@ -63,7 +62,8 @@ pub(crate) struct Client {
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client")
-            .field("uri", &self.uri)
+            .field("addr", &self.addr)
+            .field("target", &self.target)
             .field("connected", &self.open.is_some())
             .finish()
     }
@@ -82,7 +82,6 @@ impl Client {
             .path_and_query()
             .map_or_else(|| Uri::from_static("/"), |p| Uri::from(p.clone()));
         Ok(Self {
-            uri,
             target,
             addr,
             timeout,

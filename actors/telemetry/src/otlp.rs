@@ -11,7 +11,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use abi_runtime::trace::{AttrValue as Value, Attributes};
+use abi_runtime::trace::AttrValue as Value;
 
 use crate::layer::{Kind, SpanRecord};
 
@@ -54,12 +54,12 @@ impl Encoder {
             key_value(&mut attrs, 1, k, &Value::Str(v.clone()));
         }
         let mut res = Vec::new();
-        message(&mut res, 1, &attrs);
+        bytes(&mut res, 1, &attrs);
         let mut scope_body = Vec::new();
         string(&mut scope_body, 1, scope_name);
         string(&mut scope_body, 2, scope_version);
         let mut scope = Vec::new();
-        message(&mut scope, 1, &scope_body);
+        bytes(&mut scope, 1, &scope_body);
         Self {
             resource: res,
             scope,
@@ -75,7 +75,7 @@ impl Encoder {
         for r in records {
             self.span.clear();
             span(&mut self.span, r);
-            message(&mut self.spans, 2, &self.span);
+            bytes(&mut self.spans, 2, &self.span);
         }
         // Lengths are known before the bodies are copied: one copy of the spans.
         let scope_spans_len = self.scope.len() + self.spans.len();
@@ -115,7 +115,7 @@ fn span(out: &mut Vec<u8>, r: &SpanRecord) {
     out.extend_from_slice(&unix_nanos(r.start).to_le_bytes());
     tag(out, 8, FIXED64);
     out.extend_from_slice(&unix_nanos(r.end).to_le_bytes());
-    attributes(out, 9, &r.attributes);
+    r.attributes.for_each(|k, v| key_value(out, 9, k, v));
     if r.error {
         // Status { code = ERROR }
         tag(out, 15, LEN);
@@ -129,37 +129,6 @@ fn span(out: &mut Vec<u8>, r: &SpanRecord) {
     }
     tag(out, 16, FIXED32);
     out.extend_from_slice(&flags.to_le_bytes());
-}
-
-/// Each attribute as a `KeyValue` field `field`, in the order of
-/// [`Attributes::into_pairs`], without building its vector.
-fn attributes(out: &mut Vec<u8>, field: u32, attrs: &Attributes) {
-    match attrs {
-        Attributes::List(list) => {
-            for (k, v) in list {
-                key_value(out, field, k, v);
-            }
-        }
-        Attributes::Actor { path, message_type } => {
-            key_value(out, field, "actor.path", path);
-            key_value(out, field, "message_type", &Value::Static(message_type));
-            key_value(out, field, "remote", &Value::Bool(false));
-        }
-        Attributes::Http {
-            method,
-            route,
-            status,
-        } => {
-            key_value(out, field, "http.request.method", &Value::Static(method));
-            key_value(out, field, "http.route", &Value::Static(route));
-            key_value(
-                out,
-                field,
-                "http.response.status_code",
-                &Value::I64(i64::from(*status)),
-            );
-        }
-    }
 }
 
 /// A `KeyValue` field `field` (`key`, `AnyValue`).
@@ -236,14 +205,11 @@ fn string(out: &mut Vec<u8>, field: u32, s: &str) {
     bytes(out, field, s.as_bytes());
 }
 
-fn message(out: &mut Vec<u8>, field: u32, body: &[u8]) {
-    bytes(out, field, body);
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
 
+    use abi_runtime::trace::Attributes;
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
     use opentelemetry_proto::tonic::common::v1::any_value;
     use opentelemetry_proto::tonic::trace::v1::span::SpanKind;

@@ -147,28 +147,45 @@ pub enum Attributes {
 }
 
 impl Attributes {
+    /// Calls `f` on each key-value pair, in order, without building a vector (the
+    /// exporter writes them straight out). The one place the fixed sets' keys live.
+    pub fn for_each(&self, mut f: impl FnMut(&'static str, &AttrValue)) {
+        match self {
+            Attributes::List(list) => {
+                for (k, v) in list {
+                    f(k, v);
+                }
+            }
+            Attributes::Actor { path, message_type } => {
+                f("actor.path", path);
+                f("message_type", &AttrValue::Static(message_type));
+                f("remote", &AttrValue::Bool(false));
+            }
+            Attributes::Http {
+                method,
+                route,
+                status,
+            } => {
+                f("http.request.method", &AttrValue::Static(method));
+                f("http.route", &AttrValue::Static(route));
+                f(
+                    "http.response.status_code",
+                    &AttrValue::I64(i64::from(*status)),
+                );
+            }
+        }
+    }
+
     /// The attributes as key-value pairs (allocates only for `Actor` and `Http`, off the
     /// request path).
     pub fn into_pairs(self) -> Vec<(&'static str, AttrValue)> {
         match self {
             Attributes::List(list) => list,
-            Attributes::Actor { path, message_type } => vec![
-                ("actor.path", path),
-                ("message_type", AttrValue::Static(message_type)),
-                ("remote", AttrValue::Bool(false)),
-            ],
-            Attributes::Http {
-                method,
-                route,
-                status,
-            } => vec![
-                ("http.request.method", AttrValue::Static(method)),
-                ("http.route", AttrValue::Static(route)),
-                (
-                    "http.response.status_code",
-                    AttrValue::I64(i64::from(status)),
-                ),
-            ],
+            fixed => {
+                let mut list = Vec::with_capacity(3);
+                fixed.for_each(|k, v| list.push((k, v.clone())));
+                list
+            }
         }
     }
 
