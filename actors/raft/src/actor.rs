@@ -720,6 +720,13 @@ impl Ctx {
         deadline: Instant,
     ) -> Result<RaftStatus, RaftFailure> {
         let res = match &req.change {
+            // Only the leader's membership is authoritative: a follower may not have
+            // applied the entry that added a learner yet, and would refuse to promote it.
+            MembershipChange::Promote { .. } | MembershipChange::Remove { .. } if !self.leads() => {
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(
+                    ForwardToLeader::empty(),
+                )))
+            }
             MembershipChange::AddLearner { node, addr } => {
                 let id =
                     NodeId::new(node.clone()).map_err(|e| RaftFailure::Invalid(e.to_string()))?;
