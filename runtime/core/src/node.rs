@@ -196,7 +196,8 @@ impl Node {
         req: R,
         timeout: Duration,
     ) -> Result<R::Reply, AskError> {
-        let deadline = deadline_in(timeout);
+        let sent = Instant::now();
+        let deadline = deadline_after(sent, timeout);
         // Telemetry off or no traced request: no span. Otherwise a message's
         // span is current while it is sent, so the handler runs inside it
         // (ractor propagates it) and a remote envelope carries its traceparent.
@@ -238,11 +239,12 @@ impl Node {
             sent.map_err(|()| AskError::ActorStopped(to.to_string()))?;
             let stats = self.stats(mailbox, &to.name);
             // One ask in STATS_SAMPLE is timed: a clock read and a histogram update
-            // on every ask would cost as much as the rest of the ask path.
+            // on every ask would cost as much as the rest of the ask path. It is timed
+            // from the clock read that set the deadline, so it reads the clock once more.
             let timed = stats.messages.inc().is_multiple_of(STATS_SAMPLE);
             Ok(Routed::Queued(
                 rx,
-                timed.then(|| (stats.clone(), Instant::now())),
+                timed.then(|| stats.request_duration.clone()),
                 span,
             ))
         })?;
@@ -263,8 +265,8 @@ impl Node {
         self.inner.reaper.register(deadline, rx.expiry());
         let result = match rx.await {
             Ok(reply) => {
-                if let Some((stats, sent)) = stats {
-                    stats.request_duration.observe(sent.elapsed().as_secs_f64());
+                if let Some(histogram) = stats {
+                    histogram.observe(sent.elapsed().as_secs_f64());
                 }
                 Ok(reply)
             }
@@ -402,9 +404,9 @@ fn wait_direct<T: Send + 'static>(
     })
 }
 
-/// The instant `timeout` from now; a timeout longer than the clock can hold waits a century.
-fn deadline_in(timeout: Duration) -> Instant {
-    let now = Instant::now();
+/// The instant `timeout` after `now`; a timeout longer than the clock can hold waits a
+/// century.
+fn deadline_after(now: Instant, timeout: Duration) -> Instant {
     now.checked_add(timeout)
         .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 86_400))
 }
@@ -416,12 +418,11 @@ enum Routed<T> {
         futures::future::BoxFuture<'static, T>,
         Option<crate::trace::ChildSpan>,
     ),
-    /// Queued in the mailbox; the reply comes in the slot (with the stats to time it and
-    /// when it was queued, when this ask is sampled, and the message's span, when it is
-    /// traced).
+    /// Queued in the mailbox; the reply comes in the slot (with the histogram to time it,
+    /// when this ask is sampled, and the message's span, when it is traced).
     Queued(
         crate::reply::Receiver<T>,
-        Option<(crate::metrics::ActorStats, Instant)>,
+        Option<prometheus_client::metrics::histogram::Histogram>,
         Option<tracing::Span>,
     ),
 }
@@ -433,11 +434,10 @@ mod tests {
     #[test]
     fn deadlines_are_never_early_and_any_timeout_is_taken() {
         let before = Instant::now();
-        let d = deadline_in(Duration::from_millis(250));
-        assert!(d >= before + Duration::from_millis(250));
-        assert!(d <= Instant::now() + Duration::from_millis(250));
+        let d = deadline_after(before, Duration::from_millis(250));
+        assert_eq!(d, before + Duration::from_millis(250));
         // A caller's "forever" (e.g. u64::MAX ms from a request) must not overflow the clock.
-        let far = deadline_in(Duration::MAX);
+        let far = deadline_after(before, Duration::MAX);
         assert!(far > before + Duration::from_secs(50 * 365 * 86_400));
     }
 }
