@@ -93,42 +93,68 @@ impl Encoder {
 }
 
 /// One `Span` message body.
+///
+/// Written in a few fixed-size pieces (tags, ids and times gathered on the stack)
+/// rather than field by field: at a few hundred bytes a span, the per-write length
+/// checks and varint loops were most of the encoding's cost.
 fn span(out: &mut Vec<u8>, r: &SpanRecord) {
-    bytes(out, 1, &r.trace_id.to_be_bytes());
-    bytes(out, 2, &r.span_id.to_be_bytes());
+    // trace_id (1), span_id (2), parent_span_id (4, absent for a root): bytes fields.
+    let mut ids = [0u8; 38];
+    ids[0] = key(1, LEN);
+    ids[1] = 16;
+    ids[2..18].copy_from_slice(&r.trace_id.to_be_bytes());
+    ids[18] = key(2, LEN);
+    ids[19] = 8;
+    ids[20..28].copy_from_slice(&r.span_id.to_be_bytes());
+    let mut n = 28;
     if r.parent_span_id != 0 {
-        bytes(out, 4, &r.parent_span_id.to_be_bytes());
+        ids[28] = key(4, LEN);
+        ids[29] = 8;
+        ids[30..38].copy_from_slice(&r.parent_span_id.to_be_bytes());
+        n = 38;
     }
+    out.extend_from_slice(&ids[..n]);
     string(out, 5, r.name);
-    tag(out, 6, VARINT);
-    varint(
-        out,
-        match r.kind {
-            Kind::Internal => 1,
-            Kind::Server => 2,
-            Kind::Client => 3,
-            Kind::Producer => 4,
-            Kind::Consumer => 5,
-        },
-    );
-    tag(out, 7, FIXED64);
-    out.extend_from_slice(&unix_nanos(r.start).to_le_bytes());
-    tag(out, 8, FIXED64);
-    out.extend_from_slice(&unix_nanos(r.end).to_le_bytes());
+    // kind (6), start_time_unix_nano (7), end_time_unix_nano (8).
+    let mut times = [0u8; 20];
+    times[0] = key(6, VARINT);
+    times[1] = match r.kind {
+        Kind::Internal => 1,
+        Kind::Server => 2,
+        Kind::Client => 3,
+        Kind::Producer => 4,
+        Kind::Consumer => 5,
+    };
+    times[2] = key(7, FIXED64);
+    times[3..11].copy_from_slice(&unix_nanos(r.start).to_le_bytes());
+    times[11] = key(8, FIXED64);
+    times[12..20].copy_from_slice(&unix_nanos(r.end).to_le_bytes());
+    out.extend_from_slice(&times);
     r.attributes.for_each(|k, v| key_value(out, 9, k, v));
     if r.error {
-        // Status { code = ERROR }
-        tag(out, 15, LEN);
-        varint(out, 2);
-        tag(out, 3, VARINT);
-        varint(out, STATUS_ERROR);
+        // Status (15) { code (3) = ERROR }
+        out.extend_from_slice(&[key(15, LEN), 2, key(3, VARINT), STATUS_ERROR as u8]);
     }
     let mut flags = SAMPLED | CONTEXT_HAS_IS_REMOTE;
     if r.parent_remote {
         flags |= CONTEXT_IS_REMOTE;
     }
-    tag(out, 16, FIXED32);
-    out.extend_from_slice(&flags.to_le_bytes());
+    // flags (16): a two-byte tag, then fixed32.
+    let f = flags.to_le_bytes();
+    let tag16 = (16 << 3) | FIXED32;
+    out.extend_from_slice(&[
+        (tag16 as u8) | 0x80,
+        (tag16 >> 7) as u8,
+        f[0],
+        f[1],
+        f[2],
+        f[3],
+    ]);
+}
+
+/// The one-byte tag of field `field` (below 16) with wire type `wire`.
+const fn key(field: u32, wire: u32) -> u8 {
+    ((field << 3) | wire) as u8
 }
 
 /// A `KeyValue` field `field` (`key`, `AnyValue`).
@@ -143,24 +169,34 @@ fn key_value(out: &mut Vec<u8>, field: u32, key: &str, value: &Value) {
         Value::Bool(_) => (1 + 1, None),
     };
     let body_len = field_len(key.len()) + key.len() + field_len(value_len) + value_len;
-    tag(out, field, LEN);
-    varint(out, body_len as u64);
-    string(out, 1, key);
-    tag(out, 2, LEN);
-    varint(out, value_len as u64);
+    out.reserve(field_len(body_len) + body_len);
+    if body_len < 0x80 {
+        // Every length fits one byte (the common case: short keys and values).
+        out.extend_from_slice(&[
+            ((field << 3) | LEN) as u8,
+            body_len as u8,
+            self::key(1, LEN),
+            key.len() as u8,
+        ]);
+        out.extend_from_slice(key.as_bytes());
+        out.extend_from_slice(&[self::key(2, LEN), value_len as u8]);
+    } else {
+        tag(out, field, LEN);
+        varint(out, body_len as u64);
+        string(out, 1, key);
+        tag(out, 2, LEN);
+        varint(out, value_len as u64);
+    }
     match (value, text) {
         (_, Some(s)) => string(out, 1, s),
-        (Value::Bool(b), _) => {
-            tag(out, 2, VARINT);
-            varint(out, u64::from(*b));
-        }
+        (Value::Bool(b), _) => out.extend_from_slice(&[self::key(2, VARINT), u8::from(*b)]),
         (Value::I64(i), _) => {
-            tag(out, 3, VARINT);
+            out.push(self::key(3, VARINT));
             // int64: two's complement, ten bytes when negative.
             varint(out, *i as u64);
         }
         (Value::F64(f), _) => {
-            tag(out, 4, FIXED64);
+            out.push(self::key(4, FIXED64));
             out.extend_from_slice(&f.to_le_bytes());
         }
         (Value::Str(_) | Value::Static(_) | Value::Shared(_), None) => {}
@@ -177,6 +213,10 @@ fn tag(out: &mut Vec<u8>, field: u32, wire: u32) {
 }
 
 fn varint(out: &mut Vec<u8>, mut v: u64) {
+    if v < 0x80 {
+        out.push(v as u8);
+        return;
+    }
     while v >= 0x80 {
         out.push((v as u8) | 0x80);
         v >>= 7;
@@ -185,8 +225,11 @@ fn varint(out: &mut Vec<u8>, mut v: u64) {
 }
 
 fn varint_len(v: u64) -> usize {
-    // 7 bits per byte; zero still takes one.
-    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
+    if v < 0x80 {
+        return 1;
+    }
+    // 7 bits per byte.
+    (64 - v.leading_zeros() as usize).div_ceil(7)
 }
 
 /// Bytes a length-delimited field of `len` bytes of body takes before its body,
@@ -196,8 +239,13 @@ fn field_len(len: usize) -> usize {
 }
 
 fn bytes(out: &mut Vec<u8>, field: u32, b: &[u8]) {
-    tag(out, field, LEN);
-    varint(out, b.len() as u64);
+    if field < 16 && b.len() < 0x80 {
+        out.reserve(2 + b.len());
+        out.extend_from_slice(&[key(field, LEN), b.len() as u8]);
+    } else {
+        tag(out, field, LEN);
+        varint(out, b.len() as u64);
+    }
     out.extend_from_slice(b);
 }
 
@@ -369,6 +417,23 @@ mod tests {
                 ("text", &long),
             ])
         );
+    }
+
+    #[test]
+    fn lengths_either_side_of_one_varint_byte_decode() {
+        // Attribute bodies of 120..140 bytes cross the one-byte length fast path.
+        let records: Vec<SpanRecord> = (110..140)
+            .map(|n| record(3, Attributes::List(vec![("k", Value::Str("x".repeat(n)))])))
+            .collect();
+        let req = decode(&records);
+        let spans = &req.resource_spans[0].scope_spans[0].spans;
+        for (n, s) in (110..140).zip(spans) {
+            let v = s.attributes[0]
+                .value
+                .as_ref()
+                .and_then(|v| v.value.as_ref());
+            assert_eq!(v.map(value), Some("x".repeat(n)), "{n}");
+        }
     }
 
     #[test]

@@ -15,6 +15,7 @@
 //! parented on it; from there on the context travels with `tracing` (ractor
 //! runs handlers inside the message's span) and in transport envelopes.
 
+use std::cell::Cell;
 use std::sync::OnceLock;
 use std::time::SystemTime;
 
@@ -201,17 +202,48 @@ impl Attributes {
     }
 }
 
-tokio::task_local! {
-    /// The entry span the current task runs in.
-    static ENTRY: SpanIds;
+thread_local! {
+    /// The entry span of the future being polled on this thread, set by [`InEntry`]
+    /// around each poll (what a tokio task-local does, without its `RefCell` swaps:
+    /// `SpanIds` is `Copy`).
+    static ENTRY: Cell<Option<SpanIds>> = const { Cell::new(None) };
 }
 
 /// Runs `fut` inside the entry span `ids`: messages it sends are traced as its children.
-pub fn in_entry<F: std::future::Future>(
-    ids: SpanIds,
-    fut: F,
-) -> tokio::task::futures::TaskLocalFuture<SpanIds, F> {
-    ENTRY.scope(ids, fut)
+pub fn in_entry<F: std::future::Future>(ids: SpanIds, fut: F) -> InEntry<F> {
+    InEntry { ids, fut }
+}
+
+pin_project_lite::pin_project! {
+    /// A future polled inside an entry span ([`in_entry`]).
+    #[must_use = "futures do nothing unless polled"]
+    pub struct InEntry<F> {
+        ids: SpanIds,
+        #[pin]
+        fut: F,
+    }
+}
+
+impl<F: std::future::Future> std::future::Future for InEntry<F> {
+    type Output = F::Output;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<F::Output> {
+        let this = self.project();
+        let _outer = RestoreEntry(ENTRY.replace(Some(*this.ids)));
+        this.fut.poll(cx)
+    }
+}
+
+/// Puts back the entry span that was current before a poll, even when the poll panics.
+struct RestoreEntry(Option<SpanIds>);
+
+impl Drop for RestoreEntry {
+    fn drop(&mut self) {
+        ENTRY.set(self.0);
+    }
 }
 
 /// Queues a finished entry span for export (nothing when tracing is off).
@@ -283,16 +315,33 @@ impl SpanIds {
 
     /// [`SpanIds::traceparent`] as bytes, without allocating (for a header).
     pub fn traceparent_bytes(&self) -> [u8; 55] {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
         let mut out = *b"00-00000000000000000000000000000000-0000000000000000-01";
-        for i in 0..32 {
-            out[3 + i] = HEX[((self.trace_id >> (124 - 4 * i)) & 0xf) as usize];
-        }
-        for i in 0..16 {
-            out[36 + i] = HEX[((self.span_id >> (60 - 4 * i)) & 0xf) as usize];
-        }
+        out[3..19].copy_from_slice(&hex16((self.trace_id >> 64) as u64));
+        out[19..35].copy_from_slice(&hex16(self.trace_id as u64));
+        out[36..52].copy_from_slice(&hex16(self.span_id));
         out
     }
+}
+
+/// `v` as 16 lowercase hex digits, a byte (two digits) at a time from a table.
+fn hex16(v: u64) -> [u8; 16] {
+    const PAIRS: [[u8; 2]; 256] = {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut t = [[0u8; 2]; 256];
+        let mut i = 0;
+        while i < 256 {
+            t[i] = [HEX[i >> 4], HEX[i & 0xf]];
+            i += 1;
+        }
+        t
+    };
+    let mut out = [0u8; 16];
+    for (i, b) in v.to_be_bytes().into_iter().enumerate() {
+        let [hi, lo] = PAIRS[usize::from(b)];
+        out[2 * i] = hi;
+        out[2 * i + 1] = lo;
+    }
+    out
 }
 
 /// The wall-clock time for span records. Read from the TSC through fastant
@@ -374,7 +423,7 @@ pub fn set_parent(span: &Span, traceparent: &str) {
 /// tracing is on and this code runs for a traced request. Lets a caller skip
 /// preparing a span's fields (paths) that would not be used.
 pub fn traced() -> bool {
-    enabled() && (ENTRY.try_with(|_| ()).is_ok() || in_trace())
+    enabled() && (ENTRY.get().is_some() || in_trace())
 }
 
 /// True when the current span is one of ours, i.e. this code runs on behalf
@@ -483,7 +532,7 @@ pub fn current_entry() -> Option<SpanIds> {
     if !enabled() {
         return None;
     }
-    ENTRY.try_with(|ids| *ids).ok()
+    ENTRY.get()
 }
 
 /// The span of `path`'s work on a `type_name` message handled in the caller's
@@ -529,7 +578,7 @@ pub fn message_span(path: &dyn std::fmt::Display, type_name: &str, remote: bool)
     // In an entry span's task the new span is the entry span's child (no
     // `tracing` span of ours is ever current there across an await); else,
     // below a trace span, that span's child.
-    let entry = ENTRY.try_with(|ids| *ids).ok();
+    let entry = ENTRY.get();
     if entry.is_none() && !in_trace() {
         return None;
     }
@@ -569,7 +618,25 @@ pub fn inbound_span(
 
 #[cfg(test)]
 mod tests {
-    use super::{SpanIds, now, parse_traceparent, span_id};
+    use super::{ENTRY, SpanIds, in_entry, now, parse_traceparent, span_id};
+
+    #[test]
+    fn an_entry_span_is_current_only_while_its_future_is_polled() {
+        let (outer, inner) = (SpanIds::root(), SpanIds::root());
+        let seen = futures::executor::block_on(in_entry(outer, async {
+            let before = ENTRY.get();
+            let nested = in_entry(inner, async { ENTRY.get() }).await;
+            (before, nested, ENTRY.get())
+        }));
+        assert_eq!(seen, (Some(outer), Some(inner), Some(outer)));
+        assert_eq!(ENTRY.get(), None);
+        // A poll that panics leaves no entry behind.
+        let panicked = std::panic::catch_unwind(|| {
+            futures::executor::block_on(in_entry(outer, async { panic!("handler failed") }))
+        });
+        assert!(panicked.is_err());
+        assert_eq!(ENTRY.get(), None);
+    }
 
     #[test]
     fn span_clock_follows_the_system_clock() {
