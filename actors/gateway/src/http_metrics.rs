@@ -156,7 +156,7 @@ pub async fn record(
         .app_data::<actix_web::web::Data<GatewayState>>()
         .cloned();
     let traced = if abi_runtime::trace::enabled() {
-        request_ids(&req).map(|ids| (ids, abi_runtime::trace::now()))
+        request_ids(&req).map(|ids| (ids, abi_runtime::trace::now_unix_nanos()))
     } else {
         None
     };
@@ -198,7 +198,7 @@ pub async fn record(
             name: "http.request",
             kind: SpanKind::Server,
             start: started,
-            end: abi_runtime::trace::now(),
+            end: abi_runtime::trace::now_unix_nanos(),
             error: status.is_server_error(),
             attributes: Attributes::Http {
                 method,

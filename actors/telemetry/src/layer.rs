@@ -9,8 +9,6 @@
 //! ([`crate::queue`]: its thread's buffer, never waiting); the flusher turns
 //! records into OTLP spans off the request path.
 
-use std::time::SystemTime;
-
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
 use tracing::{Dispatch, Subscriber};
@@ -45,8 +43,10 @@ pub(crate) struct SpanRecord {
     pub(crate) kind: Kind,
     /// `otel.status_code = "ERROR"` was recorded.
     pub(crate) error: bool,
-    pub(crate) start: SystemTime,
-    pub(crate) end: SystemTime,
+    /// Wall clock, nanoseconds since the Unix epoch.
+    pub(crate) start: u64,
+    /// See `start`.
+    pub(crate) end: u64,
     pub(crate) attributes: Attrs,
 }
 
@@ -129,8 +129,8 @@ where
             name: attrs.metadata().name(),
             kind: Kind::Internal,
             error: false,
-            start: abi_runtime::trace::now(),
-            end: SystemTime::UNIX_EPOCH,
+            start: abi_runtime::trace::now_unix_nanos(),
+            end: 0,
             attributes: Attrs::List(Vec::with_capacity(attrs.fields().len())),
         };
         attrs.record(&mut Fields(&mut record));
@@ -160,7 +160,7 @@ where
         let Some(mut record) = span.extensions_mut().remove::<SpanRecord>() else {
             return;
         };
-        record.end = abi_runtime::trace::now();
+        record.end = abi_runtime::trace::now_unix_nanos();
         self.queue.push(record);
     }
 }

@@ -9,8 +9,6 @@
 //! `opentelemetry/proto/collector/trace/v1/trace_service.proto`; the tests
 //! decode it with the official `opentelemetry-proto` types.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use abi_runtime::trace::AttrValue as Value;
 
 use crate::layer::{Kind, SpanRecord};
@@ -126,9 +124,9 @@ fn span(out: &mut Vec<u8>, r: &SpanRecord) {
         Kind::Consumer => 5,
     };
     times[2] = key(7, FIXED64);
-    times[3..11].copy_from_slice(&unix_nanos(r.start).to_le_bytes());
+    times[3..11].copy_from_slice(&r.start.to_le_bytes());
     times[11] = key(8, FIXED64);
-    times[12..20].copy_from_slice(&unix_nanos(r.end).to_le_bytes());
+    times[12..20].copy_from_slice(&r.end.to_le_bytes());
     out.extend_from_slice(&times);
     r.attributes.for_each(|k, v| key_value(out, 9, k, v));
     if r.error {
@@ -203,11 +201,6 @@ fn key_value(out: &mut Vec<u8>, field: u32, key: &str, value: &Value) {
     }
 }
 
-fn unix_nanos(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-}
-
 fn tag(out: &mut Vec<u8>, field: u32, wire: u32) {
     varint(out, u64::from((field << 3) | wire));
 }
@@ -255,7 +248,6 @@ fn string(out: &mut Vec<u8>, field: u32, s: &str) {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
 
     use abi_runtime::trace::Attributes;
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -275,8 +267,8 @@ mod tests {
             name: "gateway.request",
             kind: if i == 0 { Kind::Server } else { Kind::Internal },
             error: i == 2,
-            start: UNIX_EPOCH + Duration::from_nanos(1_700_000_000_123_456_789 + i),
-            end: UNIX_EPOCH + Duration::from_nanos(1_700_000_000_223_456_789 + i),
+            start: 1_700_000_000_123_456_789 + i,
+            end: 1_700_000_000_223_456_789 + i,
             attributes,
         }
     }
@@ -361,8 +353,8 @@ mod tests {
             };
             assert_eq!(s.parent_span_id, parent);
             assert_eq!(s.name, "gateway.request");
-            assert_eq!(s.start_time_unix_nano, unix_nanos(r.start));
-            assert_eq!(s.end_time_unix_nano, unix_nanos(r.end));
+            assert_eq!(s.start_time_unix_nano, r.start);
+            assert_eq!(s.end_time_unix_nano, r.end);
             let remote = if r.parent_remote { 0x200 } else { 0 };
             assert_eq!(s.flags, 0x101 | remote);
             let code = s.status.as_ref().map_or(0, |st| st.code);

@@ -111,10 +111,11 @@ pub struct EntrySpan {
     pub name: &'static str,
     /// Server or internal.
     pub kind: SpanKind,
-    /// Start and end, wall clock.
-    pub start: SystemTime,
+    /// Start and end, wall clock in nanoseconds since the Unix epoch (what OTLP
+    /// carries; see [`now_unix_nanos`]).
+    pub start: u64,
     /// See `start`.
-    pub end: SystemTime,
+    pub end: u64,
     /// OpenTelemetry status `ERROR`.
     pub error: bool,
     /// Attributes (OpenTelemetry semantic-convention keys).
@@ -344,12 +345,14 @@ fn hex16(v: u64) -> [u8; 16] {
     out
 }
 
-/// The wall-clock time for span records. Read from the TSC through fastant
-/// where the kernel trusts it (in a VM about a third of what `SystemTime::now`
-/// costs; a traced search reads the time eight times) and converted with an
-/// anchor each thread renews every second, so wall-clock steps reach span
-/// times within a second; elsewhere fastant reads the system clock.
-pub fn now() -> SystemTime {
+/// The wall-clock time for span records, in nanoseconds since the Unix epoch
+/// (what OTLP carries, so a record never converts through `SystemTime`). Read
+/// from the TSC through fastant where the kernel trusts it (in a VM about a
+/// third of what `SystemTime::now` costs; a traced search reads the time eight
+/// times) and converted with an anchor each thread renews every second, so
+/// wall-clock steps reach span times within a second; elsewhere fastant reads
+/// the system clock.
+pub fn now_unix_nanos() -> u64 {
     thread_local! {
         static ANCHOR: std::cell::Cell<Option<(fastant::Anchor, fastant::Instant)>> =
             const { std::cell::Cell::new(None) };
@@ -364,7 +367,12 @@ pub fn now() -> SystemTime {
             anchor
         }
     });
-    SystemTime::UNIX_EPOCH + std::time::Duration::from_nanos(t.as_unix_nanos(&anchor))
+    t.as_unix_nanos(&anchor)
+}
+
+/// [`now_unix_nanos`] as a `SystemTime`.
+pub fn now() -> SystemTime {
+    SystemTime::UNIX_EPOCH + std::time::Duration::from_nanos(now_unix_nanos())
 }
 
 /// A fresh random span id (never zero, W3C's "invalid").
@@ -484,7 +492,7 @@ impl ChildSpan {
 #[derive(Debug)]
 pub struct LightSpan {
     ids: SpanIds,
-    start: SystemTime,
+    start: u64,
     /// `AttrValue::Str` or `AttrValue::Shared`.
     path: AttrValue,
     type_name: &'static str,
@@ -496,7 +504,7 @@ impl LightSpan {
     fn child_of(parent: SpanIds, path: AttrValue, type_name: &'static str) -> Self {
         Self {
             ids: SpanIds::child(parent.trace_id, parent.span_id),
-            start: now(),
+            start: now_unix_nanos(),
             path,
             type_name,
         }
@@ -516,7 +524,7 @@ impl Drop for LightSpan {
             name: "actor.handle",
             kind: SpanKind::Internal,
             start: self.start,
-            end: now(),
+            end: now_unix_nanos(),
             error: false,
             attributes: Attributes::Actor {
                 path,
