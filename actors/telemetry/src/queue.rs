@@ -60,6 +60,7 @@ impl Buffers {
 
     /// Puts `record` in this thread's buffer; `false` when it was not queued
     /// and is not counted anywhere yet (the thread is exiting).
+    #[inline]
     fn push(&self, record: SpanRecord) -> bool {
         LOCAL
             .try_with(|local| {
@@ -148,6 +149,7 @@ impl Queue {
     }
 
     /// Queues a finished span, or drops and counts it when its thread's buffer is full.
+    #[inline]
     pub(crate) fn push(&self, record: SpanRecord) {
         if self.closed.load(Ordering::Relaxed) {
             return;
