@@ -4,8 +4,7 @@
 //! One round per `Tick` message: take what the queue's thread buffers hold
 //! (while the batch is below `max_batch`), export up to `max_batch` spans once
 //! that many wait or the oldest has waited `flush_interval`, else sleep
-//! between [`POLL_MIN`] and [`POLL_MAX`] (see [`nap`]); then send itself the
-//! next `Tick`. Polling, rather than being
+//! [`POLL`]; then send itself the next `Tick`. Polling, rather than being
 //! woken per span, keeps recording a span free of cross-thread wake-ups.
 //! Going through the mailbox between rounds (instead of looping inside
 //! `handle`) lets the supervisor's stop signal in after each round, and needs
@@ -26,25 +25,9 @@ use crate::otlp::Encoder;
 use crate::queue::QUEUE_FULL;
 use crate::{Shared, TelemetryError};
 
-/// The shortest sleep between looks at the queue: the default queue (2,048 spans
-/// per thread) does not fill between looks below about 200 k spans/s a thread.
-pub const POLL_MIN: Duration = Duration::from_millis(10);
-/// The longest: an idle node wakes 20 times a second, not 100, and a thread that
-/// starts recording from idle may reach 40 k spans/s before its buffer fills.
-pub const POLL_MAX: Duration = Duration::from_millis(50);
-
-/// How long to sleep before the next look: until the busiest thread's buffer,
-/// filling as fast as it did since the last look (`peak` spans in `elapsed`),
-/// would be a quarter full. Fewer looks cost less flusher CPU (a wake-up and a
-/// pass over every buffer each) at the same export rate.
-pub(crate) fn nap(peak: usize, elapsed: Duration, capacity: usize) -> Duration {
-    if peak == 0 {
-        return POLL_MAX;
-    }
-    let quarter = (capacity / 4).max(1) as f64;
-    let per_span = elapsed.as_secs_f64() / peak as f64;
-    Duration::from_secs_f64(quarter * per_span).clamp(POLL_MIN, POLL_MAX)
-}
+/// How often the flusher looks at the queue: the default queue (2,048 spans)
+/// does not fill between looks below about 200 k spans/s.
+pub const POLL: Duration = Duration::from_millis(10);
 
 /// `reason` label of spans dropped because the receiver did not take them.
 pub const EXPORT_FAILED: &str = "export_failed";
@@ -74,9 +57,6 @@ pub(crate) struct FlusherState {
     since: Option<Instant>,
     /// An empty vector given to a thread's buffer for the one taken from it.
     spare: Vec<SpanRecord>,
-    /// When the buffers were last drained, and the sleep that follows from it.
-    drained_at: Instant,
-    nap: Duration,
 }
 
 impl std::fmt::Debug for FlusherState {
@@ -142,20 +122,10 @@ impl FlusherState {
         if before >= self.shared.cfg.max_batch && !last {
             return;
         }
-        let drained = self.shared.buffers.drain(&mut self.batch, &mut self.spare);
-        if drained.dropped > 0 {
-            self.shared
-                .counters
-                .dropped(QUEUE_FULL)
-                .inc_by(drained.dropped);
+        let dropped = self.shared.buffers.drain(&mut self.batch, &mut self.spare);
+        if dropped > 0 {
+            self.shared.counters.dropped(QUEUE_FULL).inc_by(dropped);
         }
-        let now = Instant::now();
-        self.nap = nap(
-            drained.peak,
-            now - self.drained_at,
-            self.shared.buffers.capacity(),
-        );
-        self.drained_at = now;
         if self.batch.len() > before {
             self.shared.counters.queued.set(self.batch.len() as i64);
             self.since.get_or_insert_with(Instant::now);
@@ -184,8 +154,6 @@ impl Actor for Flusher {
             batch: Vec::new(),
             since: None,
             spare: Vec::new(),
-            drained_at: Instant::now(),
-            nap: POLL_MIN,
         })
     }
 
@@ -212,7 +180,7 @@ impl Actor for Flusher {
         if full || due {
             st.export().await;
         } else {
-            tokio::time::sleep(st.nap.min(st.shared.cfg.flush_interval)).await;
+            tokio::time::sleep(POLL.min(st.shared.cfg.flush_interval)).await;
         }
         myself.send_message(FlushMsg::Tick)?;
         Ok(())
@@ -253,23 +221,4 @@ pub(crate) fn child_spec(shared: Arc<Shared>) -> ChildSpec {
         }
     })
     .shutdown(shutdown)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_nap_follows_the_busiest_threads_pace() {
-        let ms = Duration::from_millis;
-        // Idle: the longest sleep.
-        assert_eq!(nap(0, ms(10), 2048), POLL_MAX);
-        // 12 k spans/s on one thread (a busy /health): 512 spans take about 43 ms.
-        let t = nap(120, ms(10), 2048);
-        assert!(t > ms(40) && t < ms(45), "{t:?}");
-        // 80 k spans/s (a traced search at full speed): as often as allowed.
-        assert_eq!(nap(800, ms(10), 2048), POLL_MIN);
-        // A burst that overflowed the buffer counts its dropped spans too.
-        assert_eq!(nap(2048, ms(20), 2048), POLL_MIN);
-    }
 }

@@ -87,21 +87,17 @@ impl Buffers {
             .unwrap_or(false)
     }
 
-    /// Moves every thread's spans to the end of `into`; returns how many spans
-    /// found a full buffer since the last call, and the most spans one buffer
-    /// held (how fast the busiest thread fills its buffer). `spare` is an empty
-    /// vector handed to a thread in exchange for its full one, so that the lock
-    /// is held only for the swap and the thread keeps a vector with room.
-    pub(crate) fn drain(&self, into: &mut Vec<SpanRecord>, spare: &mut Vec<SpanRecord>) -> Drained {
+    /// Moves every thread's spans to the end of `into` and returns how many
+    /// spans found a full buffer since the last call. `spare` is an empty
+    /// vector handed to a thread in exchange for its full one, so that the
+    /// lock is held only for the swap and the thread keeps a vector with room.
+    pub(crate) fn drain(&self, into: &mut Vec<SpanRecord>, spare: &mut Vec<SpanRecord>) -> u64 {
         let mut dropped = 0;
-        let mut peak = 0;
         let mut threads = self.threads.lock();
         for buffer in threads.iter() {
             {
                 let mut pending = buffer.lock();
-                let over = std::mem::take(&mut pending.dropped);
-                dropped += over;
-                peak = peak.max(pending.spans.len() + over as usize);
+                dropped += std::mem::take(&mut pending.dropped);
                 if pending.spans.is_empty() {
                     continue;
                 }
@@ -111,22 +107,8 @@ impl Buffers {
         }
         // A thread that ended left its buffer to us alone; it is empty now.
         threads.retain(|b| Arc::strong_count(b) > 1);
-        Drained { dropped, peak }
+        dropped
     }
-
-    /// Spans a thread's buffer holds at most.
-    pub(crate) fn capacity(&self) -> usize {
-        self.cap
-    }
-}
-
-/// What one [`Buffers::drain`] found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Drained {
-    /// Spans that found their buffer full since the last drain.
-    pub(crate) dropped: u64,
-    /// The most spans one thread recorded since the last drain (kept or dropped).
-    pub(crate) peak: usize,
 }
 
 /// The recording side of the queue, held by the span layer and the runtime's
@@ -198,12 +180,7 @@ mod tests {
             t.join().expect("thread");
         }
         let (mut got, mut spare) = (Vec::new(), Vec::new());
-        let drained = buffers.drain(&mut got, &mut spare);
-        assert_eq!(drained.dropped, 15, "5 over per thread");
-        assert_eq!(
-            drained.peak, 15,
-            "10 kept and 5 dropped by the busiest thread"
-        );
+        assert_eq!(buffers.drain(&mut got, &mut spare), 15, "5 over per thread");
         assert_eq!(got.len(), 30);
         // Each thread's first ten, in order.
         for t in 0..3u64 {
@@ -216,13 +193,7 @@ mod tests {
         }
         // The threads ended: their buffers are gone after the drain.
         assert!(buffers.threads.lock().is_empty());
-        assert_eq!(
-            buffers.drain(&mut got, &mut spare),
-            Drained {
-                dropped: 0,
-                peak: 0
-            }
-        );
+        assert_eq!(buffers.drain(&mut got, &mut spare), 0);
     }
 
     #[test]

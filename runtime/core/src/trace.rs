@@ -6,9 +6,10 @@
 //! so a node without an exporter pays one atomic load per message.
 //!
 //! A trace starts at an entry point (the gateway) with an [`EntrySpan`]: its
-//! ids are chosen up front, the request runs inside [`in_entry`] (a task-local
-//! context, not a `tracing` span: creating, entering and closing one through
-//! the subscriber cost more than the rest of a `/health` request), and the
+//! ids are chosen up front, the request runs inside [`in_entry`] (a context set
+//! in a thread-local around each poll, not a `tracing` span: creating, entering
+//! and closing one through the subscriber cost more than the rest of a
+//! `/health` request), and the
 //! finished span goes to the exporter with [`export`]. A direct read (an
 //! actor's work done in the caller's task) below it is recorded the same way,
 //! as a [`ChildSpan::Light`]. Messages queued in a mailbox get `tracing` spans
