@@ -160,8 +160,8 @@ pub async fn record(
     } else {
         None
     };
-    // Pinned where it is made: wrapping the service's (large) future itself in the
-    // entry scope copied it twice more on every traced request.
+    // Pinned where it is made, so the entry scope wraps a pointer to the service's
+    // (large) future rather than moving the future into itself.
     let call = std::pin::pin!(next.call(req));
     let mut res = match traced {
         Some((ids, _)) => abi_runtime::trace::in_entry(ids, call).await?,

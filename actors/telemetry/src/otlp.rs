@@ -98,15 +98,15 @@ impl Encoder {
 fn span(out: &mut Vec<u8>, r: &SpanRecord) {
     // trace_id (1), span_id (2), parent_span_id (4, absent for a root): bytes fields.
     let mut ids = [0u8; 38];
-    ids[0] = key(1, LEN);
+    ids[0] = tag1(1, LEN);
     ids[1] = 16;
     ids[2..18].copy_from_slice(&r.trace_id.to_be_bytes());
-    ids[18] = key(2, LEN);
+    ids[18] = tag1(2, LEN);
     ids[19] = 8;
     ids[20..28].copy_from_slice(&r.span_id.to_be_bytes());
     let mut n = 28;
     if r.parent_span_id != 0 {
-        ids[28] = key(4, LEN);
+        ids[28] = tag1(4, LEN);
         ids[29] = 8;
         ids[30..38].copy_from_slice(&r.parent_span_id.to_be_bytes());
         n = 38;
@@ -115,7 +115,7 @@ fn span(out: &mut Vec<u8>, r: &SpanRecord) {
     string(out, 5, r.name);
     // kind (6), start_time_unix_nano (7), end_time_unix_nano (8).
     let mut times = [0u8; 20];
-    times[0] = key(6, VARINT);
+    times[0] = tag1(6, VARINT);
     times[1] = match r.kind {
         Kind::Internal => 1,
         Kind::Server => 2,
@@ -123,15 +123,15 @@ fn span(out: &mut Vec<u8>, r: &SpanRecord) {
         Kind::Producer => 4,
         Kind::Consumer => 5,
     };
-    times[2] = key(7, FIXED64);
+    times[2] = tag1(7, FIXED64);
     times[3..11].copy_from_slice(&r.start.to_le_bytes());
-    times[11] = key(8, FIXED64);
+    times[11] = tag1(8, FIXED64);
     times[12..20].copy_from_slice(&r.end.to_le_bytes());
     out.extend_from_slice(&times);
     r.attributes.for_each(|k, v| key_value(out, 9, k, v));
     if r.error {
         // Status (15) { code (3) = ERROR }
-        out.extend_from_slice(&[key(15, LEN), 2, key(3, VARINT), STATUS_ERROR as u8]);
+        out.extend_from_slice(&[tag1(15, LEN), 2, tag1(3, VARINT), STATUS_ERROR as u8]);
     }
     let mut flags = SAMPLED | CONTEXT_HAS_IS_REMOTE;
     if r.parent_remote {
@@ -151,7 +151,7 @@ fn span(out: &mut Vec<u8>, r: &SpanRecord) {
 }
 
 /// The one-byte tag of field `field` (below 16) with wire type `wire`.
-const fn key(field: u32, wire: u32) -> u8 {
+const fn tag1(field: u32, wire: u32) -> u8 {
     ((field << 3) | wire) as u8
 }
 
@@ -168,16 +168,16 @@ fn key_value(out: &mut Vec<u8>, field: u32, key: &str, value: &Value) {
     };
     let body_len = field_len(key.len()) + key.len() + field_len(value_len) + value_len;
     out.reserve(field_len(body_len) + body_len);
-    if body_len < 0x80 {
+    if field < 16 && body_len < 0x80 {
         // Every length fits one byte (the common case: short keys and values).
         out.extend_from_slice(&[
-            ((field << 3) | LEN) as u8,
+            tag1(field, LEN),
             body_len as u8,
-            self::key(1, LEN),
+            tag1(1, LEN),
             key.len() as u8,
         ]);
         out.extend_from_slice(key.as_bytes());
-        out.extend_from_slice(&[self::key(2, LEN), value_len as u8]);
+        out.extend_from_slice(&[tag1(2, LEN), value_len as u8]);
     } else {
         tag(out, field, LEN);
         varint(out, body_len as u64);
@@ -187,14 +187,14 @@ fn key_value(out: &mut Vec<u8>, field: u32, key: &str, value: &Value) {
     }
     match (value, text) {
         (_, Some(s)) => string(out, 1, s),
-        (Value::Bool(b), _) => out.extend_from_slice(&[self::key(2, VARINT), u8::from(*b)]),
+        (Value::Bool(b), _) => out.extend_from_slice(&[tag1(2, VARINT), u8::from(*b)]),
         (Value::I64(i), _) => {
-            out.push(self::key(3, VARINT));
+            out.push(tag1(3, VARINT));
             // int64: two's complement, ten bytes when negative.
             varint(out, *i as u64);
         }
         (Value::F64(f), _) => {
-            out.push(self::key(4, FIXED64));
+            out.push(tag1(4, FIXED64));
             out.extend_from_slice(&f.to_le_bytes());
         }
         (Value::Str(_) | Value::Static(_) | Value::Shared(_), None) => {}
@@ -234,7 +234,7 @@ fn field_len(len: usize) -> usize {
 fn bytes(out: &mut Vec<u8>, field: u32, b: &[u8]) {
     if field < 16 && b.len() < 0x80 {
         out.reserve(2 + b.len());
-        out.extend_from_slice(&[key(field, LEN), b.len() as u8]);
+        out.extend_from_slice(&[tag1(field, LEN), b.len() as u8]);
     } else {
         tag(out, field, LEN);
         varint(out, b.len() as u64);

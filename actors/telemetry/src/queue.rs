@@ -144,7 +144,6 @@ impl Queue {
 
 #[cfg(test)]
 mod tests {
-
     use super::*;
     use crate::layer::Kind;
 

@@ -196,8 +196,8 @@ impl Node {
         req: R,
         timeout: Duration,
     ) -> Result<R::Reply, AskError> {
-        let sent = Instant::now();
-        let deadline = deadline_after(sent, timeout);
+        let started = Instant::now();
+        let deadline = deadline_after(started, timeout);
         // Telemetry off or no traced request: no span. Otherwise a message's
         // span is current while it is sent, so the handler runs inside it
         // (ractor propagates it) and a remote envelope carries its traceparent.
@@ -266,7 +266,7 @@ impl Node {
         let result = match rx.await {
             Ok(reply) => {
                 if let Some(histogram) = stats {
-                    histogram.observe(sent.elapsed().as_secs_f64());
+                    histogram.observe(started.elapsed().as_secs_f64());
                 }
                 Ok(reply)
             }

@@ -9,10 +9,9 @@
 //! ids are chosen up front, the request runs inside [`in_entry`] (a context set
 //! in a thread-local around each poll, not a `tracing` span: creating, entering
 //! and closing one through the subscriber cost more than the rest of a
-//! `/health` request), and the
-//! finished span goes to the exporter with [`export`]. A direct read (an
-//! actor's work done in the caller's task) below it is recorded the same way,
-//! as a [`ChildSpan::Light`]. Messages queued in a mailbox get `tracing` spans
+//! `/health` request), and the finished span goes to the exporter with
+//! [`export`]. A direct read (an actor's work done in the caller's task) below
+//! it is recorded the same way, as a [`ChildSpan::Light`]. Messages queued in a mailbox get `tracing` spans
 //! parented on it; from there on the context travels with `tracing` (ractor
 //! runs handlers inside the message's span) and in transport envelopes.
 
