@@ -3,7 +3,8 @@
 //!
 //! One round per `Tick` message: take what the queue's thread buffers hold
 //! (while the batch is below `max_batch`), export up to `max_batch` spans once
-//! that many wait or the oldest has waited `flush_interval`, else sleep
+//! that many wait or the oldest has waited `flush_interval` (taking the buffers
+//! again every [`POLL`] while the receiver answers), else sleep
 //! [`POLL`]; then send itself the next `Tick`. Polling, rather than being
 //! woken per span, keeps recording a span free of cross-thread wake-ups.
 //! Going through the mailbox between rounds (instead of looping inside
@@ -88,7 +89,20 @@ impl FlusherState {
         self.shared.counters.queued.set(self.batch.len() as i64);
         let n = n as u64;
         let result = match body {
-            Ok(body) => self.client.post(Bytes::from(body)).await,
+            Ok(body) => {
+                // The buffers keep filling while the receiver answers: keep taking them
+                // every POLL, or a slow receiver would make them overflow at the door.
+                let post = self.client.post(Bytes::from(body));
+                tokio::pin!(post);
+                loop {
+                    tokio::select! {
+                        r = &mut post => break r,
+                        () = tokio::time::sleep(POLL) => {
+                            take_queued(&self.shared, &mut self.batch, &mut self.spare, &mut self.since, false);
+                        }
+                    }
+                }
+            }
             Err(e) => Err(e),
         };
         match result {
@@ -114,22 +128,40 @@ impl FlusherState {
         }
     }
 
-    /// Takes the spans of every thread's buffer into the batch, unless it
-    /// holds `max_batch` already and this is not the last round (then the
-    /// buffers fill and drop at the door).
+    /// See [`take_queued`].
     fn take_queued(&mut self, last: bool) {
-        let before = self.batch.len();
-        if before >= self.shared.cfg.max_batch && !last {
-            return;
-        }
-        let dropped = self.shared.buffers.drain(&mut self.batch, &mut self.spare);
-        if dropped > 0 {
-            self.shared.counters.dropped(QUEUE_FULL).inc_by(dropped);
-        }
-        if self.batch.len() > before {
-            self.shared.counters.queued.set(self.batch.len() as i64);
-            self.since.get_or_insert_with(Instant::now);
-        }
+        take_queued(
+            &self.shared,
+            &mut self.batch,
+            &mut self.spare,
+            &mut self.since,
+            last,
+        );
+    }
+}
+
+/// Takes the spans of every thread's buffer into `batch`, unless it holds
+/// `max_batch` already and this is not the last round (then the buffers fill
+/// and drop at the door). A free function over the state's fields, so that an
+/// export in flight (which holds the client) can call it.
+fn take_queued(
+    shared: &Shared,
+    batch: &mut Vec<SpanRecord>,
+    spare: &mut Vec<SpanRecord>,
+    since: &mut Option<Instant>,
+    last: bool,
+) {
+    let before = batch.len();
+    if before >= shared.cfg.max_batch && !last {
+        return;
+    }
+    let dropped = shared.buffers.drain(batch, spare);
+    if dropped > 0 {
+        shared.counters.dropped(QUEUE_FULL).inc_by(dropped);
+    }
+    if batch.len() > before {
+        shared.counters.queued.set(batch.len() as i64);
+        since.get_or_insert_with(Instant::now);
     }
 }
 

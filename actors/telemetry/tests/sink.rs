@@ -96,8 +96,47 @@ async fn receiver_down_drops_and_counts() {
     root.shutdown(Duration::from_secs(5)).await;
 }
 
-/// Accepts OTLP/HTTP posts and keeps the decoded requests.
-async fn receiver(listener: TcpListener, got: Arc<Mutex<Vec<ExportTraceServiceRequest>>>) {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_receiver_does_not_make_the_queue_overflow() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let got = Arc::new(Mutex::new(Vec::new()));
+    // Each export takes 300 ms to be answered; 20 spans are made every 50 ms into a
+    // 64-span queue, so an export in flight sees 120 spans made: the flusher has to
+    // keep taking them meanwhile.
+    let server = tokio::spawn(receiver(listener, got.clone(), Duration::from_millis(300)));
+    let mut cfg = TelemetryConfig::new(format!("http://127.0.0.1:{port}/v1/traces"));
+    cfg.queue_size = 64;
+    cfg.flush_interval = Duration::from_millis(50);
+    let t = Telemetry::new(cfg).expect("config");
+    let (node, root) = start(&t).await;
+    for _ in 0..20 {
+        make_spans(&t, 20);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let reqs = exported(&node, &got, 400).await;
+    let spans: usize = reqs
+        .iter()
+        .flat_map(|r| &r.resource_spans)
+        .flat_map(|rs| &rs.scope_spans)
+        .map(|ss| ss.spans.len())
+        .sum();
+    assert_eq!(spans, 400);
+    let full = metric(
+        &node,
+        "abi_telemetry_spans_dropped_total{reason=\"queue_full\"}",
+    );
+    assert_eq!(full, 0.0, "spans dropped at the door");
+    root.shutdown(Duration::from_secs(5)).await;
+    server.abort();
+}
+
+/// Accepts OTLP/HTTP posts and keeps the decoded requests, answering each after `delay`.
+async fn receiver(
+    listener: TcpListener,
+    got: Arc<Mutex<Vec<ExportTraceServiceRequest>>>,
+    delay: Duration,
+) {
     loop {
         let Ok((mut sock, _)) = listener.accept().await else {
             return;
@@ -126,6 +165,7 @@ async fn receiver(listener: TcpListener, got: Arc<Mutex<Vec<ExportTraceServiceRe
                 }
                 let body = buf[end + 4..end + 4 + len].to_vec();
                 buf.drain(..end + 4 + len);
+                tokio::time::sleep(delay).await;
                 match ExportTraceServiceRequest::decode(body.as_slice()) {
                     Ok(req) => {
                         got.lock().expect("lock").push(req);
@@ -151,7 +191,7 @@ async fn receiving() -> (TelemetryConfig, Received, tokio::task::JoinHandle<()>)
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let port = listener.local_addr().expect("addr").port();
     let got = Arc::new(Mutex::new(Vec::new()));
-    let server = tokio::spawn(receiver(listener, got.clone()));
+    let server = tokio::spawn(receiver(listener, got.clone(), Duration::ZERO));
     let mut cfg = TelemetryConfig::new(format!("http://127.0.0.1:{port}/v1/traces"));
     cfg.flush_interval = Duration::from_millis(50);
     (cfg, got, server)
