@@ -53,11 +53,37 @@ pub(crate) struct FlusherState {
     client: Client,
     encoder: Encoder,
     failing: bool,
-    /// The spans taken from the queue, and when the first of them was taken.
-    batch: Vec<SpanRecord>,
+    batch: Batch,
+}
+
+/// The spans taken from the queue and not exported yet.
+#[derive(Default)]
+struct Batch {
+    spans: Vec<SpanRecord>,
+    /// When the first of them was taken.
     since: Option<Instant>,
     /// An empty vector given to a thread's buffer for the one taken from it.
     spare: Vec<SpanRecord>,
+}
+
+impl Batch {
+    /// Takes the spans of every thread's buffer, unless the batch holds
+    /// `max_batch` already and this is not the last round (then the buffers
+    /// fill and drop at the door).
+    fn take_queued(&mut self, shared: &Shared, last: bool) {
+        let before = self.spans.len();
+        if before >= shared.cfg.max_batch && !last {
+            return;
+        }
+        let dropped = shared.buffers.drain(&mut self.spans, &mut self.spare);
+        if dropped > 0 {
+            shared.counters.dropped(QUEUE_FULL).inc_by(dropped);
+        }
+        if self.spans.len() > before {
+            shared.counters.queued.set(self.spans.len() as i64);
+            self.since.get_or_insert_with(Instant::now);
+        }
+    }
 }
 
 impl std::fmt::Debug for FlusherState {
@@ -72,7 +98,7 @@ impl std::fmt::Debug for FlusherState {
 impl FlusherState {
     /// Exports the oldest `max_batch` spans of the batch.
     async fn export(&mut self) {
-        let n = self.batch.len().min(self.shared.cfg.max_batch);
+        let n = self.batch.spans.len().min(self.shared.cfg.max_batch);
         // While the receiver is down, see that it is back before encoding a batch.
         let reachable = if self.failing {
             self.client.connect().await
@@ -81,12 +107,15 @@ impl FlusherState {
         };
         let body = reachable.map(|()| {
             let mut body = Vec::new();
-            self.encoder.encode(&self.batch[..n], &mut body);
+            self.encoder.encode(&self.batch.spans[..n], &mut body);
             body
         });
-        self.batch.drain(..n);
-        self.since = (!self.batch.is_empty()).then(Instant::now);
-        self.shared.counters.queued.set(self.batch.len() as i64);
+        self.batch.spans.drain(..n);
+        self.batch.since = (!self.batch.spans.is_empty()).then(Instant::now);
+        self.shared
+            .counters
+            .queued
+            .set(self.batch.spans.len() as i64);
         let n = n as u64;
         let result = match body {
             Ok(body) => {
@@ -98,7 +127,7 @@ impl FlusherState {
                     tokio::select! {
                         r = &mut post => break r,
                         () = tokio::time::sleep(POLL) => {
-                            take_queued(&self.shared, &mut self.batch, &mut self.spare, &mut self.since, false);
+                            self.batch.take_queued(&self.shared, false);
                         }
                     }
                 }
@@ -127,42 +156,6 @@ impl FlusherState {
             }
         }
     }
-
-    /// See [`take_queued`].
-    fn take_queued(&mut self, last: bool) {
-        take_queued(
-            &self.shared,
-            &mut self.batch,
-            &mut self.spare,
-            &mut self.since,
-            last,
-        );
-    }
-}
-
-/// Takes the spans of every thread's buffer into `batch`, unless it holds
-/// `max_batch` already and this is not the last round (then the buffers fill
-/// and drop at the door). A free function over the state's fields, so that an
-/// export in flight (which holds the client) can call it.
-fn take_queued(
-    shared: &Shared,
-    batch: &mut Vec<SpanRecord>,
-    spare: &mut Vec<SpanRecord>,
-    since: &mut Option<Instant>,
-    last: bool,
-) {
-    let before = batch.len();
-    if before >= shared.cfg.max_batch && !last {
-        return;
-    }
-    let dropped = shared.buffers.drain(batch, spare);
-    if dropped > 0 {
-        shared.counters.dropped(QUEUE_FULL).inc_by(dropped);
-    }
-    if batch.len() > before {
-        shared.counters.queued.set(batch.len() as i64);
-        since.get_or_insert_with(Instant::now);
-    }
 }
 
 impl Actor for Flusher {
@@ -183,9 +176,7 @@ impl Actor for Flusher {
             client,
             encoder,
             failing: false,
-            batch: Vec::new(),
-            since: None,
-            spare: Vec::new(),
+            batch: Batch::default(),
         })
     }
 
@@ -204,9 +195,10 @@ impl Actor for Flusher {
         FlushMsg::Tick: FlushMsg,
         st: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        st.take_queued(false);
-        let full = st.batch.len() >= st.shared.cfg.max_batch;
+        st.batch.take_queued(&st.shared, false);
+        let full = st.batch.spans.len() >= st.shared.cfg.max_batch;
         let due = st
+            .batch
             .since
             .is_some_and(|t| t.elapsed() >= st.shared.cfg.flush_interval);
         if full || due {
@@ -224,14 +216,14 @@ impl Actor for Flusher {
         st: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         // Last round on a graceful stop: what is queued now still goes out.
-        st.take_queued(true);
-        while !st.batch.is_empty() {
+        st.batch.take_queued(&st.shared, true);
+        while !st.batch.spans.is_empty() {
             st.export().await;
             if st.failing {
                 // The receiver is down: the rest would only wait out the same timeout.
-                let n = st.batch.len() as u64;
+                let n = st.batch.spans.len() as u64;
                 st.shared.counters.dropped(EXPORT_FAILED).inc_by(n);
-                st.batch.clear();
+                st.batch.spans.clear();
             }
         }
         st.shared.counters.queued.set(0);

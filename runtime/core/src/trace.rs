@@ -17,7 +17,6 @@
 
 use std::cell::Cell;
 use std::sync::OnceLock;
-use std::time::SystemTime;
 
 use tracing::Span;
 
@@ -370,11 +369,6 @@ pub fn now_unix_nanos() -> u64 {
     t.as_unix_nanos(&anchor)
 }
 
-/// [`now_unix_nanos`] as a `SystemTime`.
-pub fn now() -> SystemTime {
-    SystemTime::UNIX_EPOCH + std::time::Duration::from_nanos(now_unix_nanos())
-}
-
 /// A fresh random span id (never zero, W3C's "invalid").
 pub fn span_id() -> u64 {
     nonzero(next_random)
@@ -626,7 +620,7 @@ pub fn inbound_span(
 
 #[cfg(test)]
 mod tests {
-    use super::{ENTRY, SpanIds, in_entry, now, parse_traceparent, span_id};
+    use super::{ENTRY, SpanIds, in_entry, now_unix_nanos, parse_traceparent, span_id};
 
     #[test]
     fn an_entry_span_is_current_only_while_its_future_is_polled() {
@@ -648,6 +642,9 @@ mod tests {
 
     #[test]
     fn span_clock_follows_the_system_clock() {
+        let now = || {
+            std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_nanos(now_unix_nanos())
+        };
         let mut last = now();
         for _ in 0..1_000 {
             let (ours, system) = (now(), std::time::SystemTime::now());
