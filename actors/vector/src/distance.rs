@@ -8,8 +8,62 @@ use abi_protocol::vector::Distance as Metric;
 use hnsw_rs::anndists::dist::Distance;
 
 type Kernel = fn(&[f32], &[f32]) -> f32;
-/// One query against contiguous rows of its length: `(query, rows, out)`.
-type RowsKernel = fn(&[f32], &[f32], &mut [f32]);
+/// One query against the blocks of a [`Blocked`] matrix: `(query, blocks, out)`, eight
+/// results per block.
+type BlocksKernel = fn(&[f32], &[f32], &mut [f32]);
+
+/// Rows of a matrix eight to a block, dimension by dimension inside a block
+/// (`[block][dim][lane]`, the last block zero-padded): an exact scan then gets eight
+/// distances from each 8-wide multiply-add and needs no horizontal sums.
+#[derive(Debug, Clone, Default)]
+pub struct Blocked {
+    dim: usize,
+    len: usize,
+    data: Vec<f32>,
+}
+
+/// Rows per block of [`Blocked`] (one AVX register of `f32`).
+pub const LANES: usize = 8;
+
+impl Blocked {
+    /// An empty matrix of `dim`-float rows with room for `rows` of them.
+    pub fn with_capacity(dim: usize, rows: usize) -> Self {
+        Self {
+            dim,
+            len: 0,
+            data: Vec::with_capacity(rows.div_ceil(LANES) * LANES * dim),
+        }
+    }
+
+    /// Appends a row; missing components read as 0 and extra ones are ignored (the shard
+    /// only stores vectors of its dimension).
+    pub fn push(&mut self, row: &[f32]) {
+        let lane = self.len % LANES;
+        if lane == 0 {
+            self.data.resize(self.data.len() + LANES * self.dim, 0.0);
+        }
+        let block = (self.len / LANES) * LANES * self.dim;
+        for (d, &x) in row.iter().take(self.dim).enumerate() {
+            self.data[block + d * LANES + lane] = x;
+        }
+        self.len += 1;
+    }
+
+    /// Rows held.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when no row is held.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Rows including the padding of the last block.
+    fn padded(&self) -> usize {
+        self.len.div_ceil(LANES) * LANES
+    }
+}
 
 /// Scalar dot product, four accumulators so the compiler can vectorise it a little.
 fn dot_scalar(a: &[f32], b: &[f32]) -> f32 {
@@ -29,19 +83,55 @@ fn dot_scalar(a: &[f32], b: &[f32]) -> f32 {
     s
 }
 
-/// [`RowsKernel`] from a pairwise kernel (the scalar fallback).
-fn rows_with(k: Kernel, q: &[f32], rows: &[f32], out: &mut [f32]) {
-    for (o, row) in out.iter_mut().zip(rows.chunks_exact(q.len().max(1))) {
-        *o = k(q, row);
+/// One bit per lane of `block` whose distance is at most `bound` (bit `i` for lane `i`;
+/// NaN never qualifies): lets a scan skip a block, or visit only its candidates, with
+/// one vector comparison.
+#[inline]
+pub fn lanes_at_most(block: &[f32; LANES], bound: f32) -> u32 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::*;
+        // SAFETY: SSE2 is part of the x86_64 baseline; both loads read four floats
+        // within the eight of `block` (offsets 0 and 4), unaligned.
+        unsafe {
+            let b = _mm_set1_ps(bound);
+            let lo = _mm_cmple_ps(_mm_loadu_ps(block.as_ptr()), b);
+            let hi = _mm_cmple_ps(_mm_loadu_ps(block.as_ptr().add(4)), b);
+            (_mm_movemask_ps(lo) | (_mm_movemask_ps(hi) << 4)) as u32
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        block
+            .iter()
+            .enumerate()
+            .fold(0, |m, (i, &d)| m | (u32::from(d <= bound) << i))
     }
 }
 
-fn dot_rows_scalar(q: &[f32], rows: &[f32], out: &mut [f32]) {
-    rows_with(dot_scalar, q, rows, out);
+/// The scalar [`BlocksKernel`]s: one accumulator per lane, a loop the compiler vectorises.
+fn blocks_scalar<const L2: bool>(q: &[f32], data: &[f32], out: &mut [f32]) {
+    let dim = q.len().max(1);
+    for (block, o) in data
+        .chunks_exact(dim * LANES)
+        .zip(out.chunks_exact_mut(LANES))
+    {
+        let mut acc = [0f32; LANES];
+        for (x, &qd) in block.chunks_exact(LANES).zip(q) {
+            for (a, &xl) in acc.iter_mut().zip(x) {
+                *a += if L2 { (xl - qd) * (xl - qd) } else { xl * qd };
+            }
+        }
+        o.copy_from_slice(&acc);
+    }
 }
 
-fn l2sq_rows_scalar(q: &[f32], rows: &[f32], out: &mut [f32]) {
-    rows_with(l2sq_scalar, q, rows, out);
+fn dot_blocks_scalar(q: &[f32], data: &[f32], out: &mut [f32]) {
+    blocks_scalar::<false>(q, data, out);
+}
+
+fn l2sq_blocks_scalar(q: &[f32], data: &[f32], out: &mut [f32]) {
+    blocks_scalar::<true>(q, data, out);
 }
 
 /// Scalar squared Euclidean distance.
@@ -136,82 +226,61 @@ mod avx {
         s
     }
 
-    /// Sums each of four 8-lane registers: `[sum(a), sum(b), sum(c), sum(d)]`.
+    /// Dot products (or squared distances when `L2`) of `q` with the rows of each
+    /// [`super::Blocked`] block in `data`, eight per block, into `out`. Four accumulators
+    /// take the dimensions in turn, so consecutive multiply-adds do not wait for each other.
     #[target_feature(enable = "avx2,fma")]
-    fn hsum4(a: __m256, b: __m256, c: __m256, d: __m256) -> __m128 {
-        let ab = _mm256_hadd_ps(a, b);
-        let cd = _mm256_hadd_ps(c, d);
-        let abcd = _mm256_hadd_ps(ab, cd);
-        _mm_add_ps(_mm256_castps256_ps128(abcd), _mm256_extractf128_ps(abcd, 1))
-    }
-
-    /// Dot products (or squared distances when `l2`) of `q` with each `q.len()`-float row
-    /// of `rows`, into `out`: four rows at a time, so one horizontal reduction serves four.
-    #[target_feature(enable = "avx2,fma")]
-    fn batch_avx(q: &[f32], rows: &[f32], out: &mut [f32], l2: bool) {
+    fn blocks_avx<const L2: bool>(q: &[f32], data: &[f32], out: &mut [f32]) {
         let dim = q.len();
-        let n = out.len().min(rows.len() / dim.max(1));
-        let body = dim - dim % 8;
-        let row = |r: usize| &rows[r * dim..(r + 1) * dim];
-        let tail = |a: &[f32], acc: f32| {
-            a[body..].iter().zip(&q[body..]).fold(acc, |s, (x, y)| {
-                if l2 {
-                    let d = x - y;
-                    s + d * d
+        let blocks = (out.len() / 8).min(data.len() / (8 * dim.max(1)));
+        for b in 0..blocks {
+            let base = b * 8 * dim;
+            // SAFETY (for `step`): d < dim = q.len(), and base + 8 * d + 8 <=
+            // (b + 1) * 8 * dim <= data.len() since b < blocks; loads are unaligned.
+            let step = |d: usize, acc: __m256| unsafe {
+                let qv = _mm256_broadcast_ss(&*q.as_ptr().add(d));
+                let x = _mm256_loadu_ps(data.as_ptr().add(base + 8 * d));
+                if L2 {
+                    let t = _mm256_sub_ps(x, qv);
+                    _mm256_fmadd_ps(t, t, acc)
                 } else {
-                    s + x * y
+                    _mm256_fmadd_ps(x, qv, acc)
                 }
-            })
-        };
-        let mut r = 0;
-        while r + 4 <= n {
-            let mut acc = [_mm256_setzero_ps(); 4];
-            let mut i = 0;
-            while i < body {
-                // SAFETY: i + 8 <= body <= dim, and rows r..r+4 lie within `rows`
-                // (r + 4 <= n <= rows.len() / dim); loads are unaligned.
-                unsafe {
-                    let qv = _mm256_loadu_ps(q.as_ptr().add(i));
-                    for (k, a) in acc.iter_mut().enumerate() {
-                        let x = _mm256_loadu_ps(rows.as_ptr().add((r + k) * dim + i));
-                        *a = if l2 {
-                            let d = _mm256_sub_ps(x, qv);
-                            _mm256_fmadd_ps(d, d, *a)
-                        } else {
-                            _mm256_fmadd_ps(x, qv, *a)
-                        };
-                    }
-                }
-                i += 8;
-            }
-            let mut sums = [0f32; 4];
-            // SAFETY: `sums` has room for the four lanes stored.
-            unsafe { _mm_storeu_ps(sums.as_mut_ptr(), hsum4(acc[0], acc[1], acc[2], acc[3])) };
-            for k in 0..4 {
-                out[r + k] = tail(row(r + k), sums[k]);
-            }
-            r += 4;
-        }
-        while r < n {
-            out[r] = if l2 {
-                l2sq_avx(q, row(r))
-            } else {
-                dot_avx(q, row(r))
             };
-            r += 1;
+            let (mut a0, mut a1, mut a2, mut a3) = (
+                _mm256_setzero_ps(),
+                _mm256_setzero_ps(),
+                _mm256_setzero_ps(),
+                _mm256_setzero_ps(),
+            );
+            let mut d = 0;
+            while d + 4 <= dim {
+                a0 = step(d, a0);
+                a1 = step(d + 1, a1);
+                a2 = step(d + 2, a2);
+                a3 = step(d + 3, a3);
+                d += 4;
+            }
+            while d < dim {
+                a0 = step(d, a0);
+                d += 1;
+            }
+            let sum = _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3));
+            // SAFETY: b < blocks <= out.len() / 8, so the eight lanes stored are in `out`.
+            unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(8 * b), sum) };
         }
     }
 
     /// Safe entry: only installed after detection (see [`dot`]).
-    pub(super) fn dot_rows(q: &[f32], rows: &[f32], out: &mut [f32]) {
+    pub(super) fn dot_blocks(q: &[f32], data: &[f32], out: &mut [f32]) {
         // SAFETY: as for `dot`, avx2+fma were detected before this pointer was handed out.
-        unsafe { batch_avx(q, rows, out, false) }
+        unsafe { blocks_avx::<false>(q, data, out) }
     }
 
     /// Safe entry: only installed after detection (see [`dot`]).
-    pub(super) fn l2sq_rows(q: &[f32], rows: &[f32], out: &mut [f32]) {
+    pub(super) fn l2sq_blocks(q: &[f32], data: &[f32], out: &mut [f32]) {
         // SAFETY: as for `dot`, avx2+fma were detected before this pointer was handed out.
-        unsafe { batch_avx(q, rows, out, true) }
+        unsafe { blocks_avx::<true>(q, data, out) }
     }
 
     /// Safe entry: only installed after `is_x86_feature_detected!` confirmed avx2 and fma.
@@ -232,8 +301,8 @@ mod avx {
 struct Kernels {
     dot: Kernel,
     l2sq: Kernel,
-    dot_rows: RowsKernel,
-    l2sq_rows: RowsKernel,
+    dot_blocks: BlocksKernel,
+    l2sq_blocks: BlocksKernel,
     name: &'static str,
 }
 
@@ -247,8 +316,8 @@ fn detect() -> Kernels {
             return Kernels {
                 dot: avx::dot,
                 l2sq: avx::l2sq,
-                dot_rows: avx::dot_rows,
-                l2sq_rows: avx::l2sq_rows,
+                dot_blocks: avx::dot_blocks,
+                l2sq_blocks: avx::l2sq_blocks,
                 name: "avx2+fma",
             };
         }
@@ -256,8 +325,8 @@ fn detect() -> Kernels {
     Kernels {
         dot: dot_scalar,
         l2sq: l2sq_scalar,
-        dot_rows: dot_rows_scalar,
-        l2sq_rows: l2sq_rows_scalar,
+        dot_blocks: dot_blocks_scalar,
+        l2sq_blocks: l2sq_blocks_scalar,
         name: "scalar",
     }
 }
@@ -300,22 +369,25 @@ impl MetricDistance {
         }
     }
 
-    /// Index distances of `q` to each `q.len()`-float row of `rows` (an exact scan's inner
-    /// loop), into `out` (one per row): the batched kernel shares its horizontal sums
-    /// between rows, several times faster than one [`Self::index_distance`] per row for
-    /// short vectors.
-    pub fn index_distances(&self, q: &[f32], rows: &[f32], out: &mut [f32]) {
+    /// Index distances of `q` to every row of `rows` (an exact scan's inner loop), into
+    /// `out`: one per row, then `+inf` for the padding of the last block, so `out` holds
+    /// whole blocks of [`LANES`].
+    pub fn block_distances(&self, q: &[f32], rows: &Blocked, out: &mut Vec<f32>) {
+        // Every element is overwritten by the kernel: a reused buffer needs no zeroing.
+        out.resize(rows.padded(), 0.0);
+        let data = &rows.data[..rows.padded() * rows.dim];
         match self.metric {
             Metric::Cosine => {
-                (self.k.dot_rows)(q, rows, out);
+                (self.k.dot_blocks)(q, data, out);
                 out.iter_mut().for_each(|d| *d = (1.0 - *d).max(0.0));
             }
             Metric::Dot => {
-                (self.k.dot_rows)(q, rows, out);
+                (self.k.dot_blocks)(q, data, out);
                 out.iter_mut().for_each(|d| *d = dot_to_index(*d));
             }
-            Metric::Euclid => (self.k.l2sq_rows)(q, rows, out),
+            Metric::Euclid => (self.k.l2sq_blocks)(q, data, out),
         }
+        out[rows.len..].fill(f32::INFINITY);
     }
 
     /// Converts an index distance back to the score clients see.
@@ -414,22 +486,63 @@ mod tests {
     }
 
     #[test]
-    fn batched_row_distances_equal_pairwise_ones() {
+    fn blocked_distances_equal_pairwise_ones() {
         for metric in [Metric::Cosine, Metric::Dot, Metric::Euclid] {
             let m = MetricDistance::new(metric);
             for dim in [1usize, 3, 8, 16, 17, 100, 384] {
-                for n in [0usize, 1, 3, 4, 5, 9, 64] {
+                for n in [0usize, 1, 3, 7, 8, 9, 64, 65] {
                     let q = vecs(dim, 7 + dim as u32);
                     let rows = vecs(dim * n, 11 + n as u32);
-                    let mut out = vec![f32::NAN; n];
-                    m.index_distances(&q, &rows, &mut out);
+                    let mut blocked = Blocked::with_capacity(dim, n);
+                    for r in rows.chunks_exact(dim) {
+                        blocked.push(r);
+                    }
+                    assert_eq!(blocked.len(), n);
+                    let mut out = vec![f32::NAN; 3];
+                    m.block_distances(&q, &blocked, &mut out);
+                    assert_eq!(out.len(), n.div_ceil(LANES) * LANES);
                     for (r, got) in out.iter().enumerate() {
+                        if r >= n {
+                            assert_eq!(*got, f32::INFINITY, "padding lane {r}");
+                            continue;
+                        }
                         let want = m.index_distance(&q, &rows[r * dim..(r + 1) * dim]);
                         assert!(
                             (got - want).abs() <= 1e-4 * want.abs().max(1.0),
                             "{metric:?} dim {dim} n {n} row {r}: {got} vs {want}"
                         );
                     }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn lane_masks_mark_the_lanes_within_the_bound() {
+        let block = [3.0, 1.0, f32::NAN, 2.0, 5.0, f32::INFINITY, 0.5, 2.0];
+        assert_eq!(lanes_at_most(&block, 2.0), 0b1100_1010);
+        assert_eq!(lanes_at_most(&block, 0.1), 0);
+        assert_eq!(lanes_at_most(&block, f32::INFINITY), 0b1111_1011);
+    }
+
+    #[test]
+    fn scalar_blocked_kernels_agree_with_the_detected_ones() {
+        let k = detect();
+        for dim in [1usize, 5, 16, 33] {
+            let q = vecs(dim, 3);
+            let data = vecs(dim * LANES * 3, 5);
+            for (fast, slow) in [
+                (k.dot_blocks, dot_blocks_scalar as BlocksKernel),
+                (k.l2sq_blocks, l2sq_blocks_scalar),
+            ] {
+                let (mut a, mut b) = (vec![0f32; LANES * 3], vec![0f32; LANES * 3]);
+                fast(&q, &data, &mut a);
+                slow(&q, &data, &mut b);
+                for (x, y) in a.iter().zip(&b) {
+                    assert!(
+                        (x - y).abs() <= 1e-4 * y.abs().max(1.0),
+                        "dim {dim}: {x} vs {y}"
+                    );
                 }
             }
         }

@@ -23,7 +23,7 @@ use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::distance::{MetricDistance, prepare};
+use crate::distance::{Blocked, LANES, MetricDistance, lanes_at_most, prepare};
 use crate::filter;
 use crate::index::{HnswIndex, VectorIndex};
 use crate::wal::{SyncMode, Wal, WalError, WalOptions};
@@ -128,12 +128,12 @@ struct State {
 }
 
 /// A contiguous copy of a small shard's points (row `i` is `ids[i]`, in id order) for
-/// exact scans: a scan then streams one matrix instead of visiting a tree node and a
-/// separately allocated vector per point. Taken by the first scan after a change.
+/// exact scans: a scan then streams one blocked matrix instead of visiting a tree node and
+/// a separately allocated vector per point. Taken by the first scan after a change.
 struct ScanCopy {
     version: u64,
     ids: Vec<PointId>,
-    vectors: Vec<f32>,
+    vectors: Blocked,
 }
 
 /// Shards holding at most this many vector components (1 MiB of `f32`) answer searches
@@ -215,19 +215,23 @@ fn best_hits<'a>(
     top.best
 }
 
-/// [`best_hits`] of a scan's distances (`dists[i]` belongs to `ids[i]`): blocks of eight
-/// whose minimum cannot make the list are skipped with one vectorised comparison.
+/// [`best_hits`] of a scan's distances (`dists[i]` belongs to `ids[i]`; `dists` may run
+/// on in whole blocks of [`LANES`]): a block none of whose distances can make the list
+/// is skipped with one vectorised comparison.
 fn best_of_scan(ids: &[PointId], dists: &[f32], want: usize) -> Vec<(PointId, f32)> {
     if want > SMALL_K {
         return best_hits(ids.iter().zip(dists.iter().copied()), want);
     }
     let mut top = TopK::new(want);
-    for (ids, ds) in ids.chunks(8).zip(dists.chunks(8)) {
-        if ds.iter().fold(f32::INFINITY, |m, &d| m.min(d)) > top.worst {
-            continue;
-        }
-        for (id, &d) in ids.iter().zip(ds) {
-            top.offer(id, d);
+    for (ids, ds) in ids.chunks(LANES).zip(dists.as_chunks::<LANES>().0) {
+        // Only the lanes that could make the list are offered.
+        let mut lanes = lanes_at_most(ds, top.worst);
+        while lanes != 0 {
+            let i = lanes.trailing_zeros() as usize;
+            lanes &= lanes - 1;
+            if let (Some(id), Some(&d)) = (ids.get(i), ds.get(i)) {
+                top.offer(id, d);
+            }
         }
     }
     top.best
@@ -733,10 +737,7 @@ impl Shard {
             let copy = self.scan_copy(st);
             return SCAN_DISTANCES.with(|buf| {
                 let scan = |dists: &mut Vec<f32>| {
-                    // Every element is overwritten by the kernel: a reused buffer of the
-                    // same length needs no zeroing.
-                    dists.resize(copy.ids.len(), 0.0);
-                    self.dist.index_distances(v, &copy.vectors, dists);
+                    self.dist.block_distances(v, &copy.vectors, dists);
                     best_of_scan(&copy.ids, dists, want)
                 };
                 match buf.try_borrow_mut() {
@@ -760,10 +761,10 @@ impl Shard {
             return copy.clone();
         }
         let mut ids = Vec::with_capacity(st.points.len());
-        let mut vectors = Vec::with_capacity(st.points.len() * self.cfg.dim);
+        let mut vectors = Blocked::with_capacity(self.cfg.dim, st.points.len());
         for (id, s) in &st.points {
             ids.push(*id);
-            vectors.extend_from_slice(&s.vector);
+            vectors.push(&s.vector);
         }
         let copy = Arc::new(ScanCopy {
             version: st.version,
