@@ -9,6 +9,12 @@
 #              export and discards it (every span made, encoded and sent)
 #   phoenix    --otlp-endpoint to a running Arize Phoenix (.venv-phoenix), if installed
 #   MODE@R     the same with --sampling-ratio R (e.g. MODES="off dead dead@0.1 phoenix@0.01")
+# SAME_NODE=1 starts one node and switches its sampling ratio between rounds
+# through the admin API (PUT /v1/admin/telemetry/sampling), e.g.
+#   SAME_NODE=1 MODES="sink@0 sink@1" scripts/bench-telemetry.sh
+# so the modes compare on one process: node starts land in a fast or a slow
+# cluster (placement, memory layout), which otherwise swamps a few percent.
+# The first mode is then the baseline.
 # Modes are interleaved per round (ROUNDS, default 3); medians are printed,
 # with the node's own CPU time per request (from /proc), which stays
 # comparable when other work shares the machine and throughput does not,
@@ -94,20 +100,39 @@ run_wrk() { # url [script] -> "req/s p99_ms cpu_us_per_request user_cpu_us_per_r
     echo "$rps $p99 $cpu $user"
 }
 
+measure() { # mode: one round of /health and search on the node at $URL
+    local mode=$1
+    wrk -t2 -c64 -d2s "$URL/health" >/dev/null   # warm-up
+    read -r h_rps h_p99 h_cpu h_user < <(run_wrk "$URL/health")
+    read -r s_rps s_p99 s_cpu s_user < <(run_wrk "$URL/collections/bench/points/search" "$WORK/search.lua")
+    spans=$(curl -s "$URL/metrics" | awk '/^abi_telemetry_spans_(exported|dropped)_total/ {printf "%s=%s ", $1, $2}')
+    echo "round $round $mode: /health ${h_rps} req/s p99 ${h_p99} ms ${h_cpu} us-cpu/req (user ${h_user}) | search ${s_rps} req/s p99 ${s_p99} ms ${s_cpu} us-cpu/req (user ${s_user}) ${spans}"
+    echo "$mode $h_rps $h_p99 $h_cpu $s_rps $s_p99 $s_cpu $h_user $s_user" >>"$RESULTS"
+}
+
 RESULTS="$WORK/results"
 : >"$RESULTS"
-for round in $(seq 1 "$ROUNDS"); do
-    for mode in $MODES; do
-        start_node "$mode"
-        wrk -t2 -c64 -d2s "$URL/health" >/dev/null   # warm-up
-        read -r h_rps h_p99 h_cpu h_user < <(run_wrk "$URL/health")
-        read -r s_rps s_p99 s_cpu s_user < <(run_wrk "$URL/collections/bench/points/search" "$WORK/search.lua")
-        spans=$(curl -s "$URL/metrics" | awk '/^abi_telemetry_spans_(exported|dropped)_total/ {printf "%s=%s ", $1, $2}')
-        echo "round $round $mode: /health ${h_rps} req/s p99 ${h_p99} ms ${h_cpu} us-cpu/req (user ${h_user}) | search ${s_rps} req/s p99 ${s_p99} ms ${s_cpu} us-cpu/req (user ${s_user}) ${spans}"
-        echo "$mode $h_rps $h_p99 $h_cpu $s_rps $s_p99 $s_cpu $h_user $s_user" >>"$RESULTS"
-        kill "$NODE_PID"; wait "$NODE_PID" 2>/dev/null || true
+if [[ ${SAME_NODE:-0} == 1 ]]; then
+    first=${MODES%% *}
+    start_node "${first%@*}"
+    for round in $(seq 1 "$ROUNDS"); do
+        for mode in $MODES; do
+            [[ $mode == *@* ]] || { echo "SAME_NODE=1 needs MODE@RATIO modes, not $mode" >&2; exit 1; }
+            curl -sf -XPUT "$URL/v1/admin/telemetry/sampling" -H 'content-type: application/json' \
+                -d "{\"ratio\": ${mode#*@}}" >/dev/null
+            measure "$mode"
+        done
     done
-done
+    kill "$NODE_PID"; wait "$NODE_PID" 2>/dev/null || true
+else
+    for round in $(seq 1 "$ROUNDS"); do
+        for mode in $MODES; do
+            start_node "$mode"
+            measure "$mode"
+            kill "$NODE_PID"; wait "$NODE_PID" 2>/dev/null || true
+        done
+    done
+fi
 echo "== medians over $ROUNDS rounds (wrk -t2 -c64 -d$DUR)"
 python3 - "$RESULTS" <<'PY'
 import statistics, sys
@@ -119,7 +144,8 @@ for mode in dict.fromkeys(r[0] for r in rows):
     # Mean of the faster half of the rounds: on a shared VM each node start lands in a
     # fast or a slow cluster whatever the mode, and a median then picks a cluster.
     top[mode] = [statistics.mean(sorted(c, reverse=True)[:max(1, len(c) // 2)]) for c in zip(*vals)]
-base, tbase = med["off"], top["off"]
+first = rows[0][0]  # "off" unless SAME_NODE=1 compares sampling ratios of one node
+base, tbase = med.get("off", med[first]), top.get("off", top[first])
 for mode, m in med.items():
     t = top[mode]
     print(f"{mode:12s} /health {m[0]:7.0f} req/s ({(m[0]/base[0]-1)*100:+5.1f}%) p99 {m[1]:6.2f} ms"

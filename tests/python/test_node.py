@@ -22,3 +22,11 @@ def test_unknown_route_is_json_404(abi_http):
     assert r.status_code == 404
     body = r.json()
     assert set(body["error"]) == {"code", "message"}
+
+
+def test_sampling_cannot_change_while_tracing_is_off(abi_http):
+    url = abi_http + "/v1/admin/telemetry/sampling"
+    assert requests.get(url, timeout=10).json() == {"tracing": False, "sampling_ratio": None}
+    r = requests.put(url, json={"ratio": 0.5}, timeout=10)
+    assert r.status_code == 409, r.text
+    assert r.json()["error"]["code"] == "tracing_off"

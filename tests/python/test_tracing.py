@@ -224,6 +224,31 @@ def test_sampling_is_decided_where_the_trace_starts(phoenix):
         gen.close()
 
 
+def test_the_sampling_ratio_changes_without_a_restart(phoenix):
+    """An operator turns tracing up and down through the admin API: the new ratio
+    applies to the next request, bad ratios are refused with a JSON 400."""
+    gen = _node(phoenix, "--sampling-ratio", "0")
+    base = next(gen)
+    url = base + "/v1/admin/telemetry/sampling"
+    try:
+        assert requests.get(url, timeout=10).json() == {"tracing": True, "sampling_ratio": 0.0}
+        assert "traceparent" not in requests.get(base + "/v1/models", timeout=30).headers
+        r = requests.put(url, json={"ratio": 1.0}, timeout=10)
+        assert r.status_code == 200, r.text
+        assert r.json() == {"tracing": True, "sampling_ratio": 1.0, "previous": 0.0}
+        r = requests.get(base + "/v1/models", timeout=30)
+        assert r.ok and r.headers["traceparent"].startswith("00-")
+        for bad in ({"ratio": 1.5}, {"ratio": -0.1}, {"ratio": "all"}, {}):
+            r = requests.put(url, json=bad, timeout=10)
+            assert r.status_code == 400, (bad, r.text)
+            assert r.json()["error"]["code"], r.text
+        assert requests.get(url, timeout=10).json()["sampling_ratio"] == 1.0
+        assert requests.put(url, json={"ratio": 0}, timeout=10).json()["previous"] == 1.0
+        assert "traceparent" not in requests.get(base + "/v1/models", timeout=30).headers
+    finally:
+        gen.close()
+
+
 def test_export_counters_in_metrics(phoenix, traced_node):
     requests.get(traced_node + "/health", timeout=10)
     deadline = time.time() + 20

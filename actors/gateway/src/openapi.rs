@@ -122,6 +122,8 @@ fn operations(item: &mut PathItem) -> Vec<(&'static str, &mut utoipa::openapi::p
         observe::dashboard_slash,
         observe::snapshot,
         observe::stream,
+        observe::sampling,
+        observe::set_sampling,
         openai::models,
         openai::embeddings,
         openai::chat_completions,

@@ -1,5 +1,8 @@
 //! W3C trace context (`traceparent`) for the runtime's trace seam.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use abi_runtime::trace::{EntrySpan, SpanKind};
 
 use crate::layer::{Kind, SpanRecord, with_record};
@@ -9,14 +12,18 @@ use crate::queue::Queue;
 /// entry spans into the same queue; head sampling of new traces at `ratio`.
 #[derive(Debug, Clone)]
 pub struct W3c {
-    /// Fraction of requests without trace context that start a trace.
-    ratio: f64,
+    /// Fraction of requests without trace context that start a trace (`f64`
+    /// bits): changed at run time through the admin API, read per request.
+    ratio: Arc<AtomicU64>,
     queue: Queue,
 }
 
 impl W3c {
     pub(crate) fn new(ratio: f64, queue: Queue) -> Self {
-        Self { ratio, queue }
+        Self {
+            ratio: Arc::new(AtomicU64::new(ratio.to_bits())),
+            queue,
+        }
     }
 }
 
@@ -26,7 +33,16 @@ impl abi_runtime::trace::Propagation for W3c {
     }
 
     fn sample_new(&self) -> bool {
-        self.ratio >= 1.0 || (self.ratio > 0.0 && rand::random::<f64>() < self.ratio)
+        let ratio = self.sampling_ratio();
+        ratio >= 1.0 || (ratio > 0.0 && rand::random::<f64>() < ratio)
+    }
+
+    fn sampling_ratio(&self) -> f64 {
+        f64::from_bits(self.ratio.load(Ordering::Relaxed))
+    }
+
+    fn set_sampling_ratio(&self, ratio: f64) {
+        self.ratio.store(ratio.to_bits(), Ordering::Relaxed);
     }
 
     fn in_trace(&self, span: &tracing::Span) -> bool {

@@ -53,6 +53,11 @@ pub trait Propagation: Send + Sync + 'static {
     fn sample_new(&self) -> bool {
         true
     }
+    /// The fraction of requests without trace context that start a trace.
+    fn sampling_ratio(&self) -> f64;
+    /// Changes that fraction while the process runs (an operator turns tracing
+    /// up for an incident and down after it); `ratio` is within `0.0..=1.0`.
+    fn set_sampling_ratio(&self, ratio: f64);
 }
 
 static HOOK: OnceLock<Box<dyn Propagation>> = OnceLock::new();
@@ -71,6 +76,37 @@ pub fn enabled() -> bool {
 /// Whether a request without trace context should be traced (false when tracing is off).
 pub fn sample_new() -> bool {
     HOOK.get().is_some_and(|h| h.sample_new())
+}
+
+/// Why the sampling ratio could not be changed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SamplingError {
+    /// No exporter is configured in this process: there is nothing to sample for.
+    #[error("tracing is off on this node (no OTLP endpoint configured)")]
+    TracingOff,
+    /// The ratio is not a fraction.
+    #[error("the sampling ratio must be between 0.0 and 1.0, got {0}")]
+    OutOfRange(f64),
+}
+
+/// The fraction of new traces sampled; `None` when tracing is off.
+pub fn sampling_ratio() -> Option<f64> {
+    HOOK.get().map(|h| h.sampling_ratio())
+}
+
+/// Changes the fraction of new traces sampled from now on; returns the previous one.
+///
+/// # Errors
+/// [`SamplingError::TracingOff`] without an exporter, [`SamplingError::OutOfRange`]
+/// for a ratio outside `0.0..=1.0` (NaN included).
+pub fn set_sampling_ratio(ratio: f64) -> Result<f64, SamplingError> {
+    let hook = HOOK.get().ok_or(SamplingError::TracingOff)?;
+    if !(0.0..=1.0).contains(&ratio) {
+        return Err(SamplingError::OutOfRange(ratio));
+    }
+    let previous = hook.sampling_ratio();
+    hook.set_sampling_ratio(ratio);
+    Ok(previous)
 }
 
 /// A span attribute value (the types `tracing` fields and OTLP share).

@@ -42,6 +42,16 @@ pub const ROUTES: &[(&str, &str, Access)] = &[
         Access::Role(Role::Admin),
     ),
     ("POST", "/v1/admin/keys/reload", Access::Role(Role::Admin)),
+    (
+        "GET",
+        "/v1/admin/telemetry/sampling",
+        Access::Role(Role::Admin),
+    ),
+    (
+        "PUT",
+        "/v1/admin/telemetry/sampling",
+        Access::Role(Role::Admin),
+    ),
     // Raft group and replicated metadata.
     ("GET", "/v1/cluster/raft", Access::Role(Role::Reader)),
     (

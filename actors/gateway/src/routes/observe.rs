@@ -18,7 +18,73 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/dashboard", web::get().to(dashboard))
         .route("/dashboard/", web::get().to(dashboard_slash))
         .route("/v1/cluster/snapshot", web::get().to(snapshot))
-        .route("/v1/cluster/stream", web::get().to(stream));
+        .route("/v1/cluster/stream", web::get().to(stream))
+        .route("/v1/admin/telemetry/sampling", web::get().to(sampling))
+        .route("/v1/admin/telemetry/sampling", web::put().to(set_sampling));
+}
+
+/// The trace sampling of this node.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct Sampling {
+    /// Whether spans are exported (an OTLP endpoint is configured).
+    tracing: bool,
+    /// Fraction of requests without trace context that start a trace; null when tracing is off.
+    sampling_ratio: Option<f64>,
+    /// The ratio before this change (only in the answer to a change).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    previous: Option<f64>,
+}
+
+/// A new sampling ratio.
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[schema(example = json!({"ratio": 0.1}))]
+pub(crate) struct SamplingBody {
+    /// Fraction of new traces sampled, 0.0 to 1.0.
+    ratio: f64,
+}
+
+/// The trace sampling ratio in force on this node.
+#[utoipa::path(
+    get,
+    path = "/v1/admin/telemetry/sampling",
+    tag = "admin",
+    responses((status = 200, description = "Sampling in force", body = Sampling), (status = "4XX", description = "Client error (JSON error body)", body = crate::openapi::ErrorDoc), (status = "5XX", description = "Server error, or the subsystem is unavailable", body = crate::openapi::ErrorDoc))
+)]
+async fn sampling() -> HttpResponse {
+    let ratio = abi_runtime::trace::sampling_ratio();
+    HttpResponse::Ok().json(Sampling {
+        tracing: ratio.is_some(),
+        sampling_ratio: ratio,
+        previous: None,
+    })
+}
+
+/// Changes the fraction of new traces sampled, without a restart (turn tracing up for
+/// an incident, down after it). Requests already traced stay traced.
+#[utoipa::path(
+    put,
+    path = "/v1/admin/telemetry/sampling",
+    tag = "admin",
+    request_body(content = SamplingBody, content_type = "application/json"),
+    responses((status = 200, description = "Ratio changed", body = Sampling), (status = 409, description = "Tracing is off on this node", body = crate::openapi::ErrorDoc), (status = "4XX", description = "Client error (JSON error body)", body = crate::openapi::ErrorDoc), (status = "5XX", description = "Server error, or the subsystem is unavailable", body = crate::openapi::ErrorDoc))
+)]
+async fn set_sampling(body: web::Json<SamplingBody>) -> Result<HttpResponse, ApiError> {
+    use abi_runtime::trace::SamplingError;
+    let ratio = body.ratio;
+    let previous = abi_runtime::trace::set_sampling_ratio(ratio).map_err(|e| match e {
+        SamplingError::TracingOff => ApiError::new(
+            actix_web::http::StatusCode::CONFLICT,
+            "tracing_off",
+            e.to_string(),
+        ),
+        SamplingError::OutOfRange(_) => ApiError::bad_request(e.to_string()),
+    })?;
+    tracing::info!(ratio, previous, "trace sampling ratio changed");
+    Ok(HttpResponse::Ok().json(Sampling {
+        tracing: true,
+        sampling_ratio: Some(ratio),
+        previous: Some(previous),
+    }))
 }
 
 /// Prometheus exposition: OpenMetrics when the scraper asks for it (as
