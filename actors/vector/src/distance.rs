@@ -373,8 +373,13 @@ impl MetricDistance {
     /// `out`: one per row, then `+inf` for the padding of the last block, so `out` holds
     /// whole blocks of [`LANES`].
     pub fn block_distances(&self, q: &[f32], rows: &Blocked, out: &mut Vec<f32>) {
-        // Every element is overwritten by the kernel: a reused buffer needs no zeroing.
+        debug_assert_eq!(q.len(), rows.dim, "query and rows of one dimension");
+        // Every element is overwritten by the kernel: a reused buffer needs no zeroing
+        // (except for rows of no components, which the kernels do not visit).
         out.resize(rows.padded(), 0.0);
+        if rows.dim == 0 {
+            out.fill(0.0);
+        }
         let data = &rows.data[..rows.padded() * rows.dim];
         match self.metric {
             Metric::Cosine => {
