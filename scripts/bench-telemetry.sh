@@ -18,8 +18,9 @@
 # Modes are interleaved per round (ROUNDS, default 3); medians are printed,
 # with the node's own CPU time per request (from /proc), which stays
 # comparable when other work shares the machine and throughput does not,
-# and the mean of the faster half of the rounds (rounds are bimodal on a
-# shared VM, whatever the mode).
+# the mean of the faster half of the rounds (rounds are bimodal on a
+# shared VM, whatever the mode), and the median of the per-round ratios to
+# the baseline's run of the same round.
 # Usage: scripts/bench-telemetry.sh [path/to/release/abi-node]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -154,4 +155,14 @@ for mode, m in med.items():
           f" cpu {m[5]:5.1f} us/req ({(m[5]/base[5]-1)*100:+5.1f}%, user {m[7]-base[7]:+.2f} us)")
     print(f"{'':12s} faster half of the rounds: /health {(t[0]/tbase[0]-1)*100:+5.1f}%,"
           f" search {(t[3]/tbase[3]-1)*100:+5.1f}%")
+    # Round by round against the baseline's run of the same round (adjacent in time,
+    # and on one process with SAME_NODE=1): drift between rounds cancels out.
+    mine = [list(map(float, r[1:])) for r in rows if r[0] == mode]
+    ref = [list(map(float, r[1:])) for r in rows if r[0] == (first if "off" not in med else "off")]
+    pairs = list(zip(mine, ref))
+    if mode != first and pairs:
+        ph = statistics.median(a[0] / b[0] for a, b in pairs)
+        ps = statistics.median(a[3] / b[3] for a, b in pairs)
+        print(f"{'':12s} median of the per-round ratios: /health {(ph-1)*100:+5.1f}%,"
+              f" search {(ps-1)*100:+5.1f}% ({len(pairs)} pairs)")
 PY
