@@ -41,8 +41,9 @@ impl abi_runtime::trace::Propagation for W3c {
         f64::from_bits(self.ratio.load(Ordering::Relaxed))
     }
 
-    fn set_sampling_ratio(&self, ratio: f64) {
-        self.ratio.store(ratio.to_bits(), Ordering::Relaxed);
+    fn set_sampling_ratio(&self, ratio: f64) -> f64 {
+        // A swap: concurrent changes each see the ratio they replaced.
+        f64::from_bits(self.ratio.swap(ratio.to_bits(), Ordering::Relaxed))
     }
 
     fn in_trace(&self, span: &tracing::Span) -> bool {

@@ -57,7 +57,8 @@ pub trait Propagation: Send + Sync + 'static {
     fn sampling_ratio(&self) -> f64;
     /// Changes that fraction while the process runs (an operator turns tracing
     /// up for an incident and down after it); `ratio` is within `0.0..=1.0`.
-    fn set_sampling_ratio(&self, ratio: f64);
+    /// Returns the fraction it replaced.
+    fn set_sampling_ratio(&self, ratio: f64) -> f64;
 }
 
 static HOOK: OnceLock<Box<dyn Propagation>> = OnceLock::new();
@@ -104,9 +105,7 @@ pub fn set_sampling_ratio(ratio: f64) -> Result<f64, SamplingError> {
     if !(0.0..=1.0).contains(&ratio) {
         return Err(SamplingError::OutOfRange(ratio));
     }
-    let previous = hook.sampling_ratio();
-    hook.set_sampling_ratio(ratio);
-    Ok(previous)
+    Ok(hook.set_sampling_ratio(ratio))
 }
 
 /// A span attribute value (the types `tracing` fields and OTLP share).
