@@ -145,8 +145,9 @@ for mode in dict.fromkeys(r[0] for r in rows):
     # Mean of the faster half of the rounds: on a shared VM each node start lands in a
     # fast or a slow cluster whatever the mode, and a median then picks a cluster.
     top[mode] = [statistics.mean(sorted(c, reverse=True)[:max(1, len(c) // 2)]) for c in zip(*vals)]
-first = rows[0][0]  # "off" unless SAME_NODE=1 compares sampling ratios of one node
-base, tbase = med.get("off", med[first]), top.get("off", top[first])
+# "off" unless SAME_NODE=1 compares sampling ratios of one node.
+first = "off" if "off" in med else rows[0][0]
+base, tbase = med[first], top[first]
 for mode, m in med.items():
     t = top[mode]
     print(f"{mode:12s} /health {m[0]:7.0f} req/s ({(m[0]/base[0]-1)*100:+5.1f}%) p99 {m[1]:6.2f} ms"
@@ -158,7 +159,7 @@ for mode, m in med.items():
     # Round by round against the baseline's run of the same round (adjacent in time,
     # and on one process with SAME_NODE=1): drift between rounds cancels out.
     mine = [list(map(float, r[1:])) for r in rows if r[0] == mode]
-    ref = [list(map(float, r[1:])) for r in rows if r[0] == (first if "off" not in med else "off")]
+    ref = [list(map(float, r[1:])) for r in rows if r[0] == first]
     pairs = list(zip(mine, ref))
     if mode != first and pairs:
         ph = statistics.median(a[0] / b[0] for a, b in pairs)

@@ -147,6 +147,7 @@ fn l2sq_scalar(a: &[f32], b: &[f32]) -> f32 {
 
 #[cfg(target_arch = "x86_64")]
 mod avx {
+    use super::LANES;
     use std::arch::x86_64::*;
 
     /// Horizontal sum of an 8-lane register.
@@ -232,14 +233,15 @@ mod avx {
     #[target_feature(enable = "avx2,fma")]
     fn blocks_avx<const L2: bool>(q: &[f32], data: &[f32], out: &mut [f32]) {
         let dim = q.len();
-        let blocks = (out.len() / 8).min(data.len() / (8 * dim.max(1)));
+        // One block is one register: LANES is 8 floats of 256 bits.
+        let blocks = (out.len() / LANES).min(data.len() / (LANES * dim.max(1)));
         for b in 0..blocks {
-            let base = b * 8 * dim;
+            let base = b * LANES * dim;
             // SAFETY (for `step`): d < dim = q.len(), and base + 8 * d + 8 <=
             // (b + 1) * 8 * dim <= data.len() since b < blocks; loads are unaligned.
             let step = |d: usize, acc: __m256| unsafe {
                 let qv = _mm256_broadcast_ss(&*q.as_ptr().add(d));
-                let x = _mm256_loadu_ps(data.as_ptr().add(base + 8 * d));
+                let x = _mm256_loadu_ps(data.as_ptr().add(base + LANES * d));
                 if L2 {
                     let t = _mm256_sub_ps(x, qv);
                     _mm256_fmadd_ps(t, t, acc)
@@ -267,7 +269,7 @@ mod avx {
             }
             let sum = _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3));
             // SAFETY: b < blocks <= out.len() / 8, so the eight lanes stored are in `out`.
-            unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(8 * b), sum) };
+            unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(LANES * b), sum) };
         }
     }
 
