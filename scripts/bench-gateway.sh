@@ -6,6 +6,8 @@
 #      check, no actor ask: the gateway's own cost),
 #   4. abi-node POST /collections/bench/points/search with an API key (auth, role
 #      check, request id, deadline, JSON parse, actor asks, HNSW search, JSON answer)
+# and, as the floor of any JSON POST here, the bare server echoing the search's
+# body (parse and write the JSON, nothing else)
 # with wrk: 64 connections, 2 threads, 10 s each. Prints req/s, p99 and the ratio
 # to the bare server (goal: authenticated search >= 0.7x).
 #
@@ -82,6 +84,11 @@ curl -fs -X POST -H "api-key: $reader" -H 'content-type: application/json' \
 cat >"$work/key.lua" <<LUA
 wrk.headers["api-key"] = "$reader"
 LUA
+cat >"$work/echo.lua" <<LUA
+wrk.method = "POST"
+wrk.body = '$query'
+wrk.headers["Content-Type"] = "application/json"
+LUA
 cat >"$work/search.lua" <<LUA
 wrk.method = "POST"
 wrk.body = '$query'
@@ -103,15 +110,17 @@ bench() { # name url [wrk args]
     p99[$name]=$(awk '$1 == "99%" {print $2}' <<<"$out")
 }
 bench bare "http://127.0.0.1:$hello_port/"
+bench echo "http://127.0.0.1:$hello_port/echo" -s "$work/echo.lua"
 bench health "$node/health"
 bench events "$node/v1/cluster/events" -s "$work/key.lua"
 bench search "$node/collections/bench/points/search" -s "$work/search.lua"
 
 printf '\nwrk -t%s -c%s -d%s, %s, %s cores\n' "$THREADS" "$CONNECTIONS" "$DURATION" "$(date -u +%FT%TZ)" "$(nproc)"
 printf '%-42s %12s %10s %8s\n' "target" "req/s" "p99" "x bare"
-for name in bare health events search; do
+for name in bare echo health events search; do
     case $name in
         bare) label="bare actix-web hello (2 workers)";;
+        echo) label="bare actix-web JSON echo of the search body";;
         health) label="abi-node GET /health";;
         events) label="abi-node GET /v1/cluster/events, API key";;
         search) label="abi-node search, API key (${POINTS}x${DIM})";;

@@ -1,5 +1,7 @@
 //! The HTTP ceiling: a bare actix-web server (same crate version and worker
-//! count as the gateway, no middleware) answering `GET /` with `hello`.
+//! count as the gateway, no middleware) answering `GET /` with `hello`, and
+//! `POST /echo` with the JSON body it was sent (parsed and written again: the
+//! least a JSON API does per request, with no authentication and no work).
 //! `scripts/bench-gateway.sh` measures it next to `abi-node` in the same run.
 //!
 //! `cargo run --release -p abi-gateway --example bare_hello -- 127.0.0.1:18080 2`
@@ -19,10 +21,17 @@ fn main() -> std::io::Result<()> {
         .build()?;
     rt.block_on(async move {
         HttpServer::new(|| {
-            App::new().route(
-                "/",
-                web::get().to(|| async { HttpResponse::Ok().body("hello") }),
-            )
+            App::new()
+                .route(
+                    "/",
+                    web::get().to(|| async { HttpResponse::Ok().body("hello") }),
+                )
+                .route(
+                    "/echo",
+                    web::post().to(|body: web::Json<serde_json::Value>| async move {
+                        HttpResponse::Ok().json(body.into_inner())
+                    }),
+                )
         })
         .workers(workers)
         .bind(&addr)?

@@ -107,8 +107,8 @@ impl FlusherState {
         };
         let body = reachable.map(|()| {
             let mut body = Vec::new();
-            self.encoder.encode(&self.batch.spans[..n], &mut body);
-            body
+            let start = self.encoder.encode(&self.batch.spans[..n], &mut body);
+            Bytes::from(body).slice(start..)
         });
         self.batch.spans.drain(..n);
         self.batch.since = (!self.batch.spans.is_empty()).then(Instant::now);
@@ -121,7 +121,7 @@ impl FlusherState {
             Ok(body) => {
                 // The buffers keep filling while the receiver answers: keep taking them
                 // every POLL, or a slow receiver would make them overflow at the door.
-                let post = self.client.post(Bytes::from(body));
+                let post = self.client.post(body);
                 tokio::pin!(post);
                 loop {
                     tokio::select! {

@@ -5,7 +5,8 @@
 //! with a string per attribute key and a regrouping by resource and scope, then
 //! prost encoded them). Every record of a batch shares one resource and one
 //! scope, and has a handful of attributes, so the request is written here in
-//! one pass into a reused buffer. The layout follows
+//! one pass, each span once and in place (its length patched in after it). The
+//! layout follows
 //! `opentelemetry/proto/collector/trace/v1/trace_service.proto`; the tests
 //! decode it with the official `opentelemetry-proto` types.
 
@@ -27,17 +28,19 @@ const SAMPLED: u32 = 0x01;
 /// `Status.code` ERROR.
 const STATUS_ERROR: u64 = 2;
 
-/// Encodes export requests; keeps the resource and scope encoded once and its
-/// buffers between batches.
+/// Encodes export requests; keeps the resource and scope encoded once.
 #[derive(Debug)]
 pub(crate) struct Encoder {
     /// `ResourceSpans.resource` field, tag included.
     resource: Vec<u8>,
     /// `ScopeSpans.scope` field, tag included.
     scope: Vec<u8>,
-    spans: Vec<u8>,
-    span: Vec<u8>,
+    /// The request's head (both enclosing headers, resource and scope) of the last batch.
+    head: Vec<u8>,
 }
+
+/// Bytes a field's tag and length take at most (a one-byte tag, a ten-byte varint).
+const MAX_FIELD_HEAD: usize = 11;
 
 impl Encoder {
     /// An encoder for spans of `resource` (attribute pairs, e.g. `service.name`)
@@ -61,32 +64,57 @@ impl Encoder {
         Self {
             resource: res,
             scope,
-            spans: Vec::new(),
-            span: Vec::new(),
+            head: Vec::new(),
         }
     }
 
-    /// The body of an `ExportTraceServiceRequest` holding `records`, written into `out`
-    /// (cleared first).
-    pub(crate) fn encode(&mut self, records: &[SpanRecord], out: &mut Vec<u8>) {
-        self.spans.clear();
-        for r in records {
-            self.span.clear();
-            span(&mut self.span, r);
-            bytes(&mut self.spans, 2, &self.span);
-        }
-        // Lengths are known before the bodies are copied: one copy of the spans.
-        let scope_spans_len = self.scope.len() + self.spans.len();
-        let resource_spans_len = self.resource.len() + field_len(scope_spans_len) + scope_spans_len;
+    /// An `ExportTraceServiceRequest` holding `records`, written into `out` (cleared
+    /// first); the request is `out[start..]` for the returned `start`.
+    ///
+    /// Each span is written once, in place: the enclosing messages' lengths depend on
+    /// every span's, so the spans go first, after room for the largest head, and the
+    /// head is then written right before them.
+    pub(crate) fn encode(&mut self, records: &[SpanRecord], out: &mut Vec<u8>) -> usize {
+        let room = 2 * MAX_FIELD_HEAD + self.resource.len() + self.scope.len();
         out.clear();
-        out.reserve(field_len(resource_spans_len) + resource_spans_len);
-        tag(out, 1, LEN); // ExportTraceServiceRequest.resource_spans
-        varint(out, resource_spans_len as u64);
-        out.extend_from_slice(&self.resource);
-        tag(out, 2, LEN); // ResourceSpans.scope_spans
-        varint(out, scope_spans_len as u64);
-        out.extend_from_slice(&self.scope);
-        out.extend_from_slice(&self.spans);
+        out.resize(room, 0);
+        for r in records {
+            span_field(out, r);
+        }
+        let scope_spans_len = self.scope.len() + (out.len() - room);
+        let resource_spans_len = self.resource.len() + field_len(scope_spans_len) + scope_spans_len;
+        self.head.clear();
+        tag(&mut self.head, 1, LEN); // ExportTraceServiceRequest.resource_spans
+        varint(&mut self.head, resource_spans_len as u64);
+        self.head.extend_from_slice(&self.resource);
+        tag(&mut self.head, 2, LEN); // ResourceSpans.scope_spans
+        varint(&mut self.head, scope_spans_len as u64);
+        self.head.extend_from_slice(&self.scope);
+        let start = room - self.head.len();
+        out[start..room].copy_from_slice(&self.head);
+        start
+    }
+}
+
+/// A `ScopeSpans.spans` field (tag, length, `Span` body), the body written in place.
+fn span_field(out: &mut Vec<u8>, r: &SpanRecord) {
+    // Two bytes for the length: a span body is usually 128 bytes to 16 KiB.
+    out.extend_from_slice(&[tag1(2, LEN), 0, 0]);
+    let body = out.len();
+    span(out, r);
+    let len = out.len() - body;
+    if (0x80..0x4000).contains(&len) {
+        out[body - 2] = (len as u8) | 0x80;
+        out[body - 1] = (len >> 7) as u8;
+    } else if len < 0x80 {
+        // One length byte: the body moves back by one.
+        out[body - 2] = len as u8;
+        out.copy_within(body.., body - 1);
+        out.pop();
+    } else {
+        let mut head = Vec::with_capacity(MAX_FIELD_HEAD);
+        varint(&mut head, len as u64);
+        out.splice(body - 2..body, head);
     }
 }
 
@@ -282,8 +310,8 @@ mod tests {
         let mut out = Vec::new();
         // Twice: the second batch must not carry anything of the first.
         enc.encode(records.get(..1).unwrap_or_default(), &mut out);
-        enc.encode(records, &mut out);
-        ExportTraceServiceRequest::decode(out.as_slice()).expect("valid OTLP protobuf")
+        let start = enc.encode(records, &mut out);
+        ExportTraceServiceRequest::decode(&out[start..]).expect("valid OTLP protobuf")
     }
 
     fn value(v: &any_value::Value) -> String {
@@ -426,6 +454,48 @@ mod tests {
                 .and_then(|v| v.value.as_ref());
             assert_eq!(v.map(value), Some("x".repeat(n)), "{n}");
         }
+    }
+
+    #[test]
+    fn span_bodies_of_every_length_class_decode() {
+        // Bodies below 128 bytes (one length byte), in the two-byte range, and above
+        // 16 KiB (three length bytes), mixed in one batch.
+        let sizes = [0, 1, 60, 200, 16_300, 16_400, 70_000];
+        let records: Vec<SpanRecord> = sizes
+            .iter()
+            .map(|&n| {
+                let attrs = if n == 0 {
+                    Attributes::List(Vec::new())
+                } else {
+                    Attributes::List(vec![("k", Value::Str("y".repeat(n)))])
+                };
+                let mut r = record(0, attrs);
+                r.parent_span_id = 0;
+                r
+            })
+            .collect();
+        let req = decode(&records);
+        let spans = &req.resource_spans[0].scope_spans[0].spans;
+        assert_eq!(spans.len(), sizes.len());
+        for (&n, s) in sizes.iter().zip(spans) {
+            assert_eq!(s.name, "gateway.request");
+            assert_eq!(s.end_time_unix_nano, 1_700_000_000_223_456_789);
+            let v = s
+                .attributes
+                .first()
+                .and_then(|a| a.value.as_ref())
+                .and_then(|v| v.value.as_ref())
+                .map(value);
+            assert_eq!(v, (n > 0).then(|| "y".repeat(n)), "{n}");
+        }
+        assert_eq!(
+            req.resource_spans[0]
+                .resource
+                .as_ref()
+                .map(|r| r.attributes.len()),
+            Some(1),
+            "the head is whole in front of the spans"
+        );
     }
 
     #[test]

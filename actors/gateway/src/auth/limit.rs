@@ -32,10 +32,19 @@ impl RateLimiter {
     /// Takes a token for `who`; `Err(seconds)` says when one will be available.
     pub fn check(&self, who: &str, now: Instant) -> Result<(), u64> {
         let mut map = self.buckets.lock();
-        let b = map.entry(who.to_string()).or_insert(Bucket {
-            tokens: self.burst,
-            at: now,
-        });
+        // Looked up before inserting: a known caller costs no key copy.
+        if !map.contains_key(who) {
+            map.insert(
+                who.to_string(),
+                Bucket {
+                    tokens: self.burst,
+                    at: now,
+                },
+            );
+        }
+        let Some(b) = map.get_mut(who) else {
+            return Ok(());
+        };
         let elapsed = now.saturating_duration_since(b.at).as_secs_f64();
         b.tokens = (b.tokens + elapsed * self.rate).min(self.burst);
         b.at = now;

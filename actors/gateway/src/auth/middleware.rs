@@ -71,7 +71,7 @@ pub struct Caller {
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-fn presented_key(req: &ServiceRequest) -> Option<String> {
+fn presented_key(req: &ServiceRequest) -> Option<&str> {
     let h = req.headers();
     if let Some(v) = h.get("authorization").and_then(|v| v.to_str().ok()) {
         let v = v.trim();
@@ -79,17 +79,16 @@ fn presented_key(req: &ServiceRequest) -> Option<String> {
             .strip_prefix("Bearer ")
             .or_else(|| v.strip_prefix("bearer "))
         {
-            return Some(k.trim().to_string());
+            return Some(k.trim());
         }
     }
     if let Some(v) = h.get("api-key").and_then(|v| v.to_str().ok()) {
-        return Some(v.trim().to_string());
+        return Some(v.trim());
     }
     // EventSource cannot send headers: the dashboard passes its key as a query parameter.
     req.query_string()
         .split('&')
         .find_map(|kv| kv.strip_prefix("api_key="))
-        .map(str::to_string)
 }
 
 fn request_id(req: &ServiceRequest) -> String {
@@ -153,7 +152,7 @@ pub async fn guard(
                 );
                 return Ok(refuse(req, err, &rid));
             };
-            let (key_id, role) = match sec.authenticate(&key) {
+            let (key_id, role) = match sec.authenticate(key) {
                 Ok(who) => who,
                 Err(err) => return Ok(refuse(req, err, &rid)),
             };

@@ -229,9 +229,25 @@ impl Compiled {
     }
 }
 
+/// Path segments kept on the stack; longer paths (deep actor paths) take a vector.
+const STACK_SEGMENTS: usize = 16;
+
 /// The access rule for a request; unknown routes need `admin`.
 pub fn required(method: &Method, path: &str) -> Access {
-    let segs: Vec<&str> = path.trim_end_matches('/').split('/').collect();
+    let path = path.trim_end_matches('/');
+    let mut buf = [""; STACK_SEGMENTS];
+    let mut n = 0;
+    for seg in path.split('/') {
+        match buf.get_mut(n) {
+            Some(slot) => *slot = seg,
+            None => return required_in(method, &path.split('/').collect::<Vec<_>>()),
+        }
+        n += 1;
+    }
+    required_in(method, &buf[..n])
+}
+
+fn required_in(method: &Method, segs: &[&str]) -> Access {
     // Exact-literal patterns win over parameterised ones (e.g. `points/search` vs `points/{id}`).
     let mut best: Option<(usize, Access)> = None;
     let t = table();
@@ -245,7 +261,7 @@ pub fn required(method: &Method, path: &str) -> Access {
         .chain(t.by_method.get(m))
         .flatten();
     for c in candidates {
-        if c.matches(&segs) && best.is_none_or(|(b, _)| c.literal > b) {
+        if c.matches(segs) && best.is_none_or(|(b, _)| c.literal > b) {
             best = Some((c.literal, c.access));
         }
     }
@@ -282,6 +298,24 @@ mod tests {
         assert_eq!(
             r("POST", "/v1/cluster/actors/restart"),
             Access::Role(Role::Admin)
+        );
+    }
+
+    #[test]
+    fn deep_paths_match_like_short_ones() {
+        // More segments than fit on the stack: same rules.
+        let deep = format!("/collections/docs/points/search{}", "/x".repeat(20));
+        let get = Method::GET;
+        assert_eq!(required(&get, &deep), Access::Role(Role::Admin));
+        let actor = format!("/v1/cluster/actors/n{}/restart", "/a".repeat(30));
+        assert_eq!(required(&Method::POST, &actor), Access::Role(Role::Admin));
+        assert_eq!(
+            required(
+                &get,
+                &format!("/collections/docs/points/42{}", "/".repeat(40))
+            ),
+            Access::Role(Role::Reader),
+            "trailing slashes are trimmed before counting"
         );
     }
 }
