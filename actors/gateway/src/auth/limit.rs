@@ -43,6 +43,7 @@ impl RateLimiter {
             );
         }
         let Some(b) = map.get_mut(who) else {
+            // Inserted just above, under the same lock.
             return Ok(());
         };
         let elapsed = now.saturating_duration_since(b.at).as_secs_f64();
