@@ -37,6 +37,9 @@ pub(crate) struct Encoder {
     scope: Vec<u8>,
     /// The request's head (both enclosing headers, resource and scope) of the last batch.
     head: Vec<u8>,
+    /// Bytes per span of the last batch, rounded up: a new body is allocated at its
+    /// likely size at once instead of growing (and being copied) several times.
+    span_bytes: usize,
 }
 
 /// Bytes a field's tag and length take at most (a one-byte tag, a ten-byte varint).
@@ -65,6 +68,7 @@ impl Encoder {
             resource: res,
             scope,
             head: Vec::new(),
+            span_bytes: 256,
         }
     }
 
@@ -77,11 +81,17 @@ impl Encoder {
     pub(crate) fn encode(&mut self, records: &[SpanRecord], out: &mut Vec<u8>) -> usize {
         let room = 2 * MAX_FIELD_HEAD + self.resource.len() + self.scope.len();
         out.clear();
+        // A little over the last batch's span size: one allocation in the steady state.
+        out.reserve(room + (records.len() + 1) * (self.span_bytes + self.span_bytes / 8));
         out.resize(room, 0);
         for r in records {
             span_field(out, r);
         }
-        let scope_spans_len = self.scope.len() + (out.len() - room);
+        let spans_len = out.len() - room;
+        if let Some(per_span) = spans_len.checked_div(records.len()) {
+            self.span_bytes = per_span + 1;
+        }
+        let scope_spans_len = self.scope.len() + spans_len;
         let resource_spans_len = self.resource.len() + field_len(scope_spans_len) + scope_spans_len;
         self.head.clear();
         tag(&mut self.head, 1, LEN); // ExportTraceServiceRequest.resource_spans
