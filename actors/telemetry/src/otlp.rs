@@ -45,6 +45,9 @@ pub(crate) struct Encoder {
 /// Bytes a field's tag and length take at most (a one-byte tag, a ten-byte varint).
 const MAX_FIELD_HEAD: usize = 11;
 
+/// The most bytes per span a body is first allocated for.
+const MAX_SPAN_ESTIMATE: usize = 4096;
+
 impl Encoder {
     /// An encoder for spans of `resource` (attribute pairs, e.g. `service.name`)
     /// recorded by instrumentation scope `scope_name`.
@@ -89,7 +92,8 @@ impl Encoder {
         }
         let spans_len = out.len() - room;
         if let Some(per_span) = spans_len.checked_div(records.len()) {
-            self.span_bytes = per_span + 1;
+            // Capped: a batch of huge spans does not make every later body as large.
+            self.span_bytes = (per_span + 1).min(MAX_SPAN_ESTIMATE);
         }
         let scope_spans_len = self.scope.len() + spans_len;
         let resource_spans_len = self.resource.len() + field_len(scope_spans_len) + scope_spans_len;
@@ -188,9 +192,9 @@ fn span(out: &mut Vec<u8>, r: &SpanRecord) {
     ]);
 }
 
-/// A `KeyValue` whose every length fits one byte (short keys, and text or boolean
-/// values: every attribute the node records), assembled on the stack and copied out
-/// once; `false` (nothing written) for the others.
+/// A `KeyValue` whose every length fits one byte (short keys with text or boolean
+/// values: all the node records but a response's status code), assembled on the stack
+/// and copied out once; `false` (nothing written) for the others.
 fn short_key_value(out: &mut Vec<u8>, field: u32, key: &str, value: &Value) -> bool {
     // The AnyValue body: a text field (tag, length, bytes) or a boolean (tag, value).
     // A length cast to a byte here is only used once the checks below passed.
