@@ -33,19 +33,18 @@ impl RateLimiter {
     pub fn check(&self, who: &str, now: Instant) -> Result<(), u64> {
         let mut map = self.buckets.lock();
         // Looked up before inserting: a known caller costs no key copy.
-        if !map.contains_key(who) {
-            map.insert(
-                who.to_string(),
-                Bucket {
-                    tokens: self.burst,
-                    at: now,
-                },
-            );
+        if let Some(b) = map.get_mut(who) {
+            return self.take(b, now);
         }
-        let Some(b) = map.get_mut(who) else {
-            // Inserted just above, under the same lock.
-            return Ok(());
-        };
+        let b = map.entry(who.to_string()).or_insert(Bucket {
+            tokens: self.burst,
+            at: now,
+        });
+        self.take(b, now)
+    }
+
+    /// Refills `b` for the time since its last use, then takes a token from it.
+    fn take(&self, b: &mut Bucket, now: Instant) -> Result<(), u64> {
         let elapsed = now.saturating_duration_since(b.at).as_secs_f64();
         b.tokens = (b.tokens + elapsed * self.rate).min(self.burst);
         b.at = now;
