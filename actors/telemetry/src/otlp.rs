@@ -10,7 +10,10 @@
 //! `opentelemetry/proto/collector/trace/v1/trace_service.proto`; the tests
 //! decode it with the official `opentelemetry-proto` types.
 
-use abi_runtime::trace::AttrValue as Value;
+use std::sync::Arc;
+
+use abi_runtime::trace::{AttrValue as Value, Attributes as Attrs};
+use rustc_hash::FxHashMap;
 
 use crate::layer::{Kind, SpanRecord};
 
@@ -40,6 +43,8 @@ pub(crate) struct Encoder {
     /// Bytes per span of the last batch, rounded up: a new body is allocated at its
     /// likely size at once instead of growing (and being copied) several times.
     span_bytes: usize,
+    /// The fixed attribute sets written before, encoded.
+    attr_blocks: AttrBlocks,
 }
 
 /// Bytes a field's tag and length take at most (a one-byte tag, a ten-byte varint).
@@ -72,6 +77,7 @@ impl Encoder {
             scope,
             head: Vec::new(),
             span_bytes: 256,
+            attr_blocks: AttrBlocks::default(),
         }
     }
 
@@ -88,7 +94,7 @@ impl Encoder {
         out.reserve(room + (records.len() + 1) * (self.span_bytes + self.span_bytes / 8));
         out.resize(room, 0);
         for r in records {
-            span_field(out, r);
+            span_field(out, r, &mut self.attr_blocks);
         }
         let spans_len = out.len() - room;
         if let Some(per_span) = spans_len.checked_div(records.len()) {
@@ -111,11 +117,11 @@ impl Encoder {
 }
 
 /// A `ScopeSpans.spans` field (tag, length, `Span` body), the body written in place.
-fn span_field(out: &mut Vec<u8>, r: &SpanRecord) {
+fn span_field(out: &mut Vec<u8>, r: &SpanRecord, blocks: &mut AttrBlocks) {
     // Two bytes for the length: a span body is usually 128 bytes to 16 KiB.
     out.extend_from_slice(&[tag1(2, LEN), 0, 0]);
     let body = out.len();
-    span(out, r);
+    span(out, r, blocks);
     let len = out.len() - body;
     if (0x80..0x4000).contains(&len) {
         out[body - 2] = (len as u8) | 0x80;
@@ -137,7 +143,7 @@ fn span_field(out: &mut Vec<u8>, r: &SpanRecord) {
 /// Written in a few fixed-size pieces (tags, ids and times gathered on the stack)
 /// rather than field by field: at a few hundred bytes a span, the per-write length
 /// checks and varint loops were most of the encoding's cost.
-fn span(out: &mut Vec<u8>, r: &SpanRecord) {
+fn span(out: &mut Vec<u8>, r: &SpanRecord, blocks: &mut AttrBlocks) {
     // trace_id (1), span_id (2), parent_span_id (4, absent for a root): bytes fields.
     let mut ids = [0u8; 38];
     ids[0] = tag1(1, LEN);
@@ -170,7 +176,7 @@ fn span(out: &mut Vec<u8>, r: &SpanRecord) {
     times[11] = tag1(8, FIXED64);
     times[12..20].copy_from_slice(&r.end.to_le_bytes());
     out.extend_from_slice(&times);
-    r.attributes.for_each(|k, v| key_value(out, 9, k, v));
+    blocks.write(out, &r.attributes);
     if r.error {
         // Status (15) { code (3) = ERROR }
         out.extend_from_slice(&[tag1(15, LEN), 2, tag1(3, VARINT), STATUS_ERROR as u8]);
@@ -190,6 +196,95 @@ fn span(out: &mut Vec<u8>, r: &SpanRecord) {
         f[2],
         f[3],
     ]);
+}
+
+/// The `Span.attributes` fields of the fixed attribute sets ([`Attrs::Actor`] and
+/// [`Attrs::Http`]), encoded once and copied afterwards: a node's spans repeat a few
+/// such sets (one per actor and message type, one per route and status), and writing
+/// their pairs anew was most of the encoder's work per span.
+#[derive(Debug, Default)]
+struct AttrBlocks {
+    blocks: FxHashMap<AttrKey, Block>,
+}
+
+/// A fixed set by the addresses and lengths of its texts: a lookup hashes a few
+/// words, not the texts. Message types, methods and routes are `'static`; a path's
+/// text is held by its [`Block`], so no other text can take its address meanwhile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum AttrKey {
+    Actor {
+        path: (usize, usize),
+        message_type: (usize, usize),
+    },
+    Http {
+        method: (usize, usize),
+        route: (usize, usize),
+        status: u16,
+    },
+}
+
+#[derive(Debug)]
+struct Block {
+    bytes: Box<[u8]>,
+    _path: Option<Arc<str>>,
+}
+
+/// Sets kept at most (a node has a few hundred); past it the cache starts over.
+const MAX_ATTR_BLOCKS: usize = 4096;
+
+fn text_key(s: &str) -> (usize, usize) {
+    (s.as_ptr() as usize, s.len())
+}
+
+impl AttrBlocks {
+    /// Writes the attribute fields of `attrs` (field 9 of `Span`).
+    fn write(&mut self, out: &mut Vec<u8>, attrs: &Attrs) {
+        let (key, path) = match attrs {
+            Attrs::Actor {
+                path: Value::Shared(path),
+                message_type,
+            } => (
+                AttrKey::Actor {
+                    path: text_key(path),
+                    message_type: text_key(message_type),
+                },
+                Some(path),
+            ),
+            Attrs::Http {
+                method,
+                route,
+                status,
+            } => (
+                AttrKey::Http {
+                    method: text_key(method),
+                    route: text_key(route),
+                    status: *status,
+                },
+                None,
+            ),
+            // Lists, and paths owned by their record: written pair by pair.
+            _ => {
+                attrs.for_each(|k, v| key_value(out, 9, k, v));
+                return;
+            }
+        };
+        if let Some(block) = self.blocks.get(&key) {
+            out.extend_from_slice(&block.bytes);
+            return;
+        }
+        if self.blocks.len() >= MAX_ATTR_BLOCKS {
+            self.blocks.clear();
+        }
+        let start = out.len();
+        attrs.for_each(|k, v| key_value(out, 9, k, v));
+        self.blocks.insert(
+            key,
+            Block {
+                bytes: out[start..].into(),
+                _path: path.cloned(),
+            },
+        );
+    }
 }
 
 /// A `KeyValue` whose every length fits one byte (short keys with text or boolean
@@ -575,6 +670,78 @@ mod tests {
             let mut out = Vec::new();
             varint(&mut out, v);
             assert_eq!(out.len(), varint_len(v), "{v}");
+        }
+    }
+
+    #[test]
+    fn fixed_attribute_sets_read_the_same_from_the_block_cache() {
+        let mut enc = Encoder::new(&[], "abi", "1");
+        let mut out = Vec::new();
+        for round in 0..4u16 {
+            // A new path text each round (the last one's may be freed): each must
+            // come out as its own text, never as a cached neighbour's.
+            let path: Arc<str> = format!("n1/vector/bench/shard-{round}").into();
+            let records: Vec<SpanRecord> = (0..3)
+                .flat_map(|i| {
+                    [
+                        record(
+                            i,
+                            Attributes::Actor {
+                                path: Value::Shared(path.clone()),
+                                message_type: "vector.shard.search",
+                            },
+                        ),
+                        record(
+                            i,
+                            Attributes::Http {
+                                method: "GET",
+                                route: "/health",
+                                status: 200 + round % 2 * 304,
+                            },
+                        ),
+                        record(
+                            i,
+                            Attributes::Actor {
+                                path: Value::Str(format!("owned/{round}")),
+                                message_type: "vector.search",
+                            },
+                        ),
+                    ]
+                })
+                .collect();
+            drop(path);
+            let start = enc.encode(&records, &mut out);
+            let req = ExportTraceServiceRequest::decode(&out[start..]).expect("valid OTLP");
+            let spans = &req.resource_spans[0].scope_spans[0].spans;
+            assert_eq!(spans.len(), 9);
+            for (i, s) in spans.iter().enumerate() {
+                let got: Vec<String> = s
+                    .attributes
+                    .iter()
+                    .map(|kv| {
+                        let v = kv.value.as_ref().and_then(|v| v.value.as_ref());
+                        format!("{}={}", kv.key, v.map(value).unwrap_or_default())
+                    })
+                    .collect();
+                let want = match i % 3 {
+                    0 => vec![
+                        format!("actor.path=n1/vector/bench/shard-{round}"),
+                        "message_type=vector.shard.search".into(),
+                        "remote=bool false".into(),
+                    ],
+                    1 => vec![
+                        "http.request.method=GET".into(),
+                        "http.route=/health".into(),
+                        format!("http.response.status_code=int {}", 200 + round % 2 * 304),
+                    ],
+                    _ => vec![
+                        format!("actor.path=owned/{round}"),
+                        "message_type=vector.search".into(),
+                        "remote=bool false".into(),
+                    ],
+                };
+                assert_eq!(got, want, "round {round} span {i}");
+            }
         }
     }
 }
