@@ -73,7 +73,7 @@ impl TelemetryConfig {
             sampling_ratio: 1.0,
             queue_size: 2048,
             service_name: "abi-node".into(),
-            max_batch: 512,
+            max_batch: 2048,
             flush_interval: Duration::from_millis(500),
             export_timeout: Duration::from_secs(3),
         }

@@ -73,6 +73,7 @@ fn telemetry(
     let mut cfg = abi_telemetry::TelemetryConfig::new(endpoint.clone());
     cfg.sampling_ratio = t.sampling_ratio;
     cfg.queue_size = t.queue_size;
+    cfg.max_batch = t.max_export_batch_size;
     cfg.service_name = t.service_name.clone();
     abi_telemetry::Telemetry::new(cfg).map(Some)
 }

@@ -345,6 +345,13 @@ pub fn semantic(
             None,
         );
     }
+    if t.telemetry.max_export_batch_size == 0 {
+        c.err(
+            &[Seg::Key("telemetry"), Seg::Key("max_export_batch_size")],
+            "`max_export_batch_size` must be at least 1".into(),
+            None,
+        );
+    }
     if let Some(e) = &t.telemetry.otlp_endpoint
         && !e.starts_with("http://")
     {

@@ -214,6 +214,7 @@ pub const TOPOLOGY: &[Field] = &[
             opt("sampling_ratio", Ty::Float),
             opt("log_format", Ty::Enum(&["text", "json"])),
             opt("queue_size", Ty::UInt),
+            opt("max_export_batch_size", Ty::UInt),
             opt("service_name", Ty::Str),
         ]),
     ),

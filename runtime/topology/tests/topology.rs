@@ -232,6 +232,7 @@ prometheus = false
 sampling_ratio = 0.5
 log_format = "json"
 queue_size = 64
+max_export_batch_size = 100
 service_name = "abi-test"
 [membership]
 heartbeat_ms = 100
@@ -246,6 +247,7 @@ dead_ms = 900
     assert_eq!(t.gateway.cors_origins.len(), 2);
     assert!(t.gateway.allow_plain_http && t.gateway.tls_key.is_some());
     assert_eq!(t.telemetry.queue_size, 64);
+    assert_eq!(t.telemetry.max_export_batch_size, 100);
     assert_eq!(t.telemetry.service_name, "abi-test");
     assert_eq!(
         t.supervision.strategy,
