@@ -287,41 +287,6 @@ impl AttrBlocks {
     }
 }
 
-/// A `KeyValue` whose every length fits one byte (short keys with text or boolean
-/// values: all the node records but a response's status code), assembled on the stack
-/// and copied out once; `false` (nothing written) for the others.
-fn short_key_value(out: &mut Vec<u8>, field: u32, key: &str, value: &Value) -> bool {
-    // The AnyValue body: a text field (tag, length, bytes) or a boolean (tag, value).
-    // A length cast to a byte here is only used once the checks below passed.
-    let (any_head, text): ([u8; 2], &[u8]) = match value {
-        Value::Str(s) => ([tag1(1, LEN), s.len() as u8], s.as_bytes()),
-        Value::Static(s) => ([tag1(1, LEN), s.len() as u8], s.as_bytes()),
-        Value::Shared(s) => ([tag1(1, LEN), s.len() as u8], s.as_bytes()),
-        Value::Bool(b) => ([tag1(2, VARINT), u8::from(*b)], &[]),
-        Value::I64(_) | Value::F64(_) => return false,
-    };
-    let value_len = 2 + text.len();
-    let body_len = 2 + key.len() + 2 + value_len;
-    if body_len >= 0x80 {
-        return false;
-    }
-    let mut buf = [0u8; 2 + 0x80];
-    buf[..4].copy_from_slice(&[
-        tag1(field, LEN),
-        body_len as u8,
-        tag1(1, LEN),
-        key.len() as u8,
-    ]);
-    let mut n = 4 + key.len();
-    buf[4..n].copy_from_slice(key.as_bytes());
-    buf[n..n + 4].copy_from_slice(&[tag1(2, LEN), value_len as u8, any_head[0], any_head[1]]);
-    n += 4;
-    buf[n..n + text.len()].copy_from_slice(text);
-    n += text.len();
-    out.extend_from_slice(&buf[..n]);
-    true
-}
-
 /// The one-byte tag of field `field` (below 16) with wire type `wire`.
 const fn tag1(field: u32, wire: u32) -> u8 {
     ((field << 3) | wire) as u8
@@ -329,9 +294,6 @@ const fn tag1(field: u32, wire: u32) -> u8 {
 
 /// A `KeyValue` field `field` (`key`, `AnyValue`).
 fn key_value(out: &mut Vec<u8>, field: u32, key: &str, value: &Value) {
-    if field < 16 && short_key_value(out, field, key, value) {
-        return;
-    }
     // AnyValue: a oneof of one field; its body is small, so it is measured first.
     let (value_len, text) = match value {
         Value::Str(s) => (field_len(s.len()) + s.len(), Some(s.as_str())),
