@@ -160,13 +160,13 @@ fn rounds() -> usize {
         .unwrap_or(9)
 }
 
-async fn bench_raw(r: &ActorRef<RawMsg>) -> Stats {
+/// `N` sequential calls of `call`, timed one by one.
+async fn timed<F: std::future::Future<Output = u64>>(mut call: impl FnMut(u64) -> F) -> Stats {
     let mut lat = Vec::with_capacity(N);
     let t0 = Instant::now();
     for i in 0..N as u64 {
         let t = Instant::now();
-        let v = ractor::call!(r, RawMsg::Ping, i).expect("raw call");
-        std::hint::black_box(v);
+        std::hint::black_box(call(i).await);
         lat.push(t.elapsed());
     }
     let el = t0.elapsed();
@@ -175,48 +175,40 @@ async fn bench_raw(r: &ActorRef<RawMsg>) -> Stats {
         p50: pct(&mut lat, 0.5),
         p99: pct(&mut lat, 0.99),
     }
+}
+
+async fn bench_raw(r: &ActorRef<RawMsg>) -> Stats {
+    timed(|i| async move { ractor::call!(r, RawMsg::Ping, i).expect("raw call") }).await
 }
 
 async fn bench_raw_t(r: &ActorRef<RawMsg>) -> Stats {
-    let mut lat = Vec::with_capacity(N);
-    let t0 = Instant::now();
-    for i in 0..N as u64 {
-        let t = Instant::now();
-        let v = ractor::call_t!(r, RawMsg::Ping, 5000, i).expect("raw call with timeout");
-        std::hint::black_box(v);
-        lat.push(t.elapsed());
-    }
-    let el = t0.elapsed();
-    Stats {
-        per_sec: N as f64 / el.as_secs_f64(),
-        p50: pct(&mut lat, 0.5),
-        p99: pct(&mut lat, 0.99),
-    }
+    timed(|i| async move {
+        ractor::call_t!(r, RawMsg::Ping, 5000, i).expect("raw call with timeout")
+    })
+    .await
 }
 
 async fn bench_ask(node: &Node, path: &abi_protocol::ActorPath) -> Stats {
-    let mut lat = Vec::with_capacity(N);
-    let t0 = Instant::now();
-    for i in 0..N as u64 {
-        let t = Instant::now();
-        let v = node
-            .ask(path, Ping(i), Duration::from_secs(5))
+    timed(|i| async move {
+        node.ask(path, Ping(i), Duration::from_secs(5))
             .await
-            .expect("ask");
-        std::hint::black_box(v);
-        lat.push(t.elapsed());
-    }
-    let el = t0.elapsed();
-    Stats {
-        per_sec: N as f64 / el.as_secs_f64(),
-        p50: pct(&mut lat, 0.5),
-        p99: pct(&mut lat, 0.99),
-    }
+            .expect("ask")
+    })
+    .await
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
+}
+
+/// Each figure's median over the rounds.
+fn median_stats(rounds: &[Stats]) -> Stats {
+    Stats {
+        per_sec: median(rounds.iter().map(|s| s.per_sec).collect()),
+        p50: median(rounds.iter().map(|s| s.p50).collect()),
+        p99: median(rounds.iter().map(|s| s.p99).collect()),
+    }
 }
 
 fn main() {
@@ -269,45 +261,21 @@ async fn run() {
         // Warm up, then alternate rounds so drift hits both equally.
         bench_raw(&raw).await;
         bench_ask(&node, &path).await;
-        let (mut raw_r, mut ask_r, mut rawt_r) = (Vec::new(), Vec::new(), Vec::new());
-        let (mut rawt_p50, mut rawt_p99) = (Vec::new(), Vec::new());
-        let (mut raw_p50, mut ask_p50, mut raw_p99, mut ask_p99) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let rounds = rounds();
+        let (mut by_raw, mut by_ask, mut by_raw_t) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..rounds {
-            let r = bench_raw(&raw).await;
-            let a = bench_ask(&node, &path).await;
-            let t = bench_raw_t(&raw).await;
-            rawt_r.push(t.per_sec);
-            rawt_p50.push(t.p50);
-            rawt_p99.push(t.p99);
-            raw_r.push(r.per_sec);
-            ask_r.push(a.per_sec);
-            raw_p50.push(r.p50);
-            ask_p50.push(a.p50);
-            raw_p99.push(r.p99);
-            ask_p99.push(a.p99);
+            by_raw.push(bench_raw(&raw).await);
+            by_ask.push(bench_ask(&node, &path).await);
+            by_raw_t.push(bench_raw_t(&raw).await);
         }
-        let r = Stats {
-            per_sec: median(raw_r),
-            p50: median(raw_p50),
-            p99: median(raw_p99),
-        };
-        let a = Stats {
-            per_sec: median(ask_r),
-            p50: median(ask_p50),
-            p99: median(ask_p99),
-        };
+        let r = median_stats(&by_raw);
+        let a = median_stats(&by_ask);
+        let t = median_stats(&by_raw_t);
         println!("round trip, {N} sequential calls, median of {rounds} rounds, 2 worker threads");
         report("bare ractor call! (RpcReplyPort)", &r);
         report("abi Node::ask (path, deadline)", &a);
         // ractor's own call with a deadline (a tokio timer per call): what `ask`'s
         // deadline would cost without the node's reaper.
-        let t = Stats {
-            per_sec: median(rawt_r),
-            p50: median(rawt_p50),
-            p99: median(rawt_p99),
-        };
         report("bare ractor call_t! (5 s timeout)", &t);
         println!(
             "ask / call_t!: throughput {:.3}x, p50 {:.3}x, p99 {:.3}x",
