@@ -1,6 +1,7 @@
 //! `abi-node`: one binary per machine. Parses the CLI, loads the topology and
 //! runs the node's supervision tree until a signal or an escalation ends it.
 
+mod alloc;
 mod cli;
 mod cluster;
 mod cluster_cli;
@@ -14,11 +15,9 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-/// mimalloc instead of glibc's allocator: a search request makes dozens of small
-/// allocations on two gateway threads, and glibc spent a tenth of its CPU in
-/// malloc/free (with arena consolidation); Qdrant likewise swaps the allocator.
+/// mimalloc instead of glibc's allocator (see [`alloc`]).
 #[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOC: alloc::Mimalloc = alloc::Mimalloc;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
