@@ -4,7 +4,6 @@ import os
 import shutil
 import threading
 
-import pytest
 import requests
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

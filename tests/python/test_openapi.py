@@ -25,7 +25,6 @@ would be a real failure.
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -35,25 +34,9 @@ import urllib.request
 
 import pytest
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+from conftest import _free_port, _node_bin
+
 COLLECTION = "st_docs"
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _node_bin():
-    if os.environ.get("ABI_NODE_BIN"):
-        return os.environ["ABI_NODE_BIN"]
-    target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
-    for profile in ("release", "debug"):
-        p = os.path.join(target, profile, "abi-node")
-        if os.path.exists(p):
-            return p
-    raise RuntimeError("abi-node binary not found: build it or set ABI_NODE_BIN")
 
 
 def _call(url, method="GET", key=None, body=None):

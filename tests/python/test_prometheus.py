@@ -2,7 +2,6 @@
 the exposition."""
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -10,14 +9,10 @@ import urllib.parse
 
 import requests
 
+from conftest import _free_port
+
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_promtool_accepts_metrics(abi_http):

@@ -10,7 +10,6 @@ Phoenix's REST API.
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -18,16 +17,10 @@ import time
 import pytest
 import requests
 
-from conftest import ROOT, _node_bin
+from conftest import ROOT, _free_port, _node_bin
 
 PHOENIX = os.environ.get("PHOENIX_BIN") or os.path.join(ROOT, ".venv-phoenix", "bin", "phoenix")
 MODELS = os.environ.get("ABI_MODELS_DIR") or os.path.join(ROOT, "models")
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wait(url, proc, what, seconds, log):

@@ -9,35 +9,17 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import threading
 import time
 import urllib.request
 
-import pytest
 from qdrant_client import QdrantClient, models
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
+from conftest import _free_port, _node_bin
+
 DIM = 8
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _node_bin():
-    if os.environ.get("ABI_NODE_BIN"):
-        return os.environ["ABI_NODE_BIN"]
-    target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
-    for profile in ("release", "debug"):
-        p = os.path.join(target, profile, "abi-node")
-        if os.path.exists(p):
-            return p
-    pytest.skip("abi-node binary not found: build it or set ABI_NODE_BIN")
 
 
 def _start(work, http, quic):
