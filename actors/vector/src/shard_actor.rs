@@ -122,7 +122,8 @@ pub(crate) fn spawn_read<T: Send + 'static>(
 /// and remote reads still go through the shard actors. Entries are weak: a stopped
 /// shard is not kept alive, and a restarted one registers its new instance.
 /// (The metrics are shared, not cloned per search: a clone is four reference counts.)
-type OpenShards = parking_lot::Mutex<
+/// A read-write lock: every local search reads it, only shard starts and stops write.
+type OpenShards = parking_lot::RwLock<
     std::collections::HashMap<PathBuf, (Weak<Shard>, Arc<ShardMetrics>, Arc<str>)>,
 >;
 
@@ -142,7 +143,7 @@ fn open_shards() -> &'static OpenShards {
 
 /// The running shard stored in `dir`, if any.
 pub(crate) fn open_shard(dir: &std::path::Path) -> Option<OpenShard> {
-    let open = open_shards().lock();
+    let open = open_shards().read();
     let (weak, metrics, path) = open.get(dir)?;
     Some(OpenShard {
         shard: weak.upgrade()?,
@@ -232,7 +233,7 @@ impl Actor for ShardActor {
         metrics.tombstones.set(shard.tombstones() as i64);
         let timer = myself.send_interval(SNAPSHOT_EVERY, || ShardMsg::Tick);
         let shard = Arc::new(shard);
-        open_shards().lock().insert(
+        open_shards().write().insert(
             open_dir.clone(),
             (Arc::downgrade(&shard), Arc::new(metrics.clone()), path),
         );
@@ -358,7 +359,7 @@ impl Actor for ShardActor {
             t.abort();
         }
         {
-            let mut open = open_shards().lock();
+            let mut open = open_shards().write();
             if open
                 .get(&st.dir)
                 .is_some_and(|(w, _, _)| std::ptr::eq(w.as_ptr(), Arc::as_ptr(&st.shard)))
