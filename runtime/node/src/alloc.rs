@@ -9,10 +9,9 @@
 //! costs a longer fast path on every allocation, and sends blocks over 1 KiB whose size
 //! class is not a power of two through the generic aligned path, which over-allocates
 //! them by the alignment (callgrind: a dozen such blocks per search request, about
-//! 170 instructions each). Plain `mi_malloc` is used here
-//! whenever its guarantee covers the layout, as the `mimalloc` crate itself did before
-//! 0.1.40; only larger alignments go to the aligned entry points. This module holds
-//! the crate's only `unsafe` code.
+//! 170 instructions each). Plain `mi_malloc` is used here whenever its guarantee covers
+//! the layout, as the `mimalloc` crate itself did before 0.1.40; only larger alignments
+//! go to the aligned entry points. This module holds the crate's only `unsafe` code.
 
 use std::alloc::{GlobalAlloc, Layout};
 use std::ffi::c_void;
@@ -23,9 +22,9 @@ use libmimalloc_sys as mi;
 /// on 64-bit targets); smaller blocks are aligned to their size class, a multiple of 8.
 const MIN_ALIGN: usize = 16;
 
-/// Whether plain `mi_malloc` of `layout.size()` bytes is aligned enough for `layout`.
-fn plain(layout: &Layout) -> bool {
-    layout.align() <= MIN_ALIGN && layout.align() <= layout.size()
+/// Whether a plain `mi_malloc` block of `size` bytes is aligned to `align`.
+fn plain(align: usize, size: usize) -> bool {
+    align <= MIN_ALIGN && align <= size
 }
 
 /// mimalloc as the global allocator (see the module docs).
@@ -39,7 +38,7 @@ unsafe impl GlobalAlloc for Mimalloc {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         // SAFETY: mimalloc's allocation functions accept any size; null means failure.
         unsafe {
-            if plain(&layout) {
+            if plain(layout.align(), layout.size()) {
                 mi::mi_malloc(layout.size()).cast()
             } else {
                 mi::mi_malloc_aligned(layout.size(), layout.align()).cast()
@@ -51,7 +50,7 @@ unsafe impl GlobalAlloc for Mimalloc {
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         // SAFETY: as in `alloc`.
         unsafe {
-            if plain(&layout) {
+            if plain(layout.align(), layout.size()) {
                 mi::mi_zalloc(layout.size()).cast()
             } else {
                 mi::mi_zalloc_aligned(layout.size(), layout.align()).cast()
@@ -70,7 +69,7 @@ unsafe impl GlobalAlloc for Mimalloc {
         // SAFETY: `ptr` came from mimalloc with `layout`; the new block keeps the
         // alignment, checked against the new size as in `alloc`.
         unsafe {
-            if layout.align() <= MIN_ALIGN && layout.align() <= new_size {
+            if plain(layout.align(), new_size) {
                 mi::mi_realloc(ptr.cast::<c_void>(), new_size).cast()
             } else {
                 mi::mi_realloc_aligned(ptr.cast::<c_void>(), new_size, layout.align()).cast()
